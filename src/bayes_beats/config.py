@@ -1,0 +1,101 @@
+"""Typed view of params.yaml: parsed once, one frozen pydantic model per section.
+
+`extra="forbid"` turns a typo in params.yaml into an error naming the key instead of a silent default.
+Stage code receives its typed section; nothing deeper reads the YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Section):
+    source: Literal["synth", "jamendo", "gcs"] = "synth"
+    # synth: where `corpus` writes; jamendo: a local MTG-Jamendo directory; gcs: gs://bucket/prefix
+    path: str = "data/raw"
+    tsv: str = "autotagging_moodtheme.tsv"
+    cache_dir: str = "data/cache"  # gcs downloads land here, keyed by object path
+    gcs_retry_deadline_s: float = Field(120.0, gt=0)  # transient 5xx/timeouts retried with backoff until then
+    gcs_timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> DataParams:
+        if (self.source == "gcs") != self.path.startswith("gs://"):
+            raise ValueError(f"data.source={self.source!r} does not match data.path={self.path!r}")
+        return self
+
+
+class CorpusParams(Section):
+    n_tracks: int = Field(640, ge=1)
+    track_seconds: float = Field(16.0, ge=2, le=600)
+    sample_rate: int = Field(22050, ge=8000, le=96000)
+    format: Literal["wav", "flac", "mp3", "ogg"] = "flac"
+    seed: int = 7
+    workers: int = Field(2, ge=1)
+
+
+class SampleParams(Section):
+    n_tracks: int = Field(480, ge=1)
+    clips_per_track: int = Field(2, ge=1)
+    clip_seconds: float = Field(10.0, gt=0, le=120)
+    sample_rate: int = Field(22050, ge=8000, le=96000)
+    target_lufs: float = Field(-18.0, ge=-60, le=0)
+    peak_dbfs: float = Field(-1.0, ge=-20, le=0)
+    silence_lufs: float = -60.0  # crops quieter than this carry no music: skipped as "silent"
+    tags: list[str] = []  # keep only tracks with at least one of these tags; empty keeps all
+    max_track_seconds: float = Field(1200.0, gt=0)
+    seed: int = 42
+
+
+class FeaturesParams(Section):
+    workers: int = Field(2, ge=1)
+    hop_length: int = Field(512, ge=64)
+    n_mfcc: int = Field(13, ge=1, le=40)
+    chroma_n_fft: int = Field(4096, ge=512)  # 5.4 Hz bins at 22.05 kHz: semitones resolved down to ~90 Hz
+
+
+class LabelsParams(Section):
+    # arousal/valence above +threshold or below -threshold get a vibe word; in between is "neutral"
+    vibe_threshold: float = Field(0.2, ge=0, le=1)
+    bright_centroid_hz: float = 2200.0
+    dark_centroid_hz: float = 1200.0
+    busy_onsets_per_s: float = 4.0
+    sparse_onsets_per_s: float = 2.0
+
+
+class DatasetParams(Section):
+    validation_fraction: float = Field(0.1, ge=0, lt=0.5)
+    test_fraction: float = Field(0.1, ge=0, lt=0.5)
+    seed: int = 42
+
+
+class DataQualityParams(Section):
+    columns: list[str] = ["bpm", "loudness_lufs", "rms_db", "centroid_hz", "onset_rate", "mode_confidence"]
+
+
+class Params(Section):
+    data: DataParams = DataParams()
+    corpus: CorpusParams = CorpusParams()
+    sample: SampleParams = SampleParams()
+    features: FeaturesParams = FeaturesParams()
+    labels: LabelsParams = LabelsParams()
+    dataset: DatasetParams = DatasetParams()
+    data_quality: DataQualityParams = DataQualityParams()
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return Params.model_validate(raw)

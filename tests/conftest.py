@@ -1,0 +1,104 @@
+"""Shared fixtures: small synthetic corpora, working dirs, free loopback ports, a real GCS emulator."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bayes_beats import corpus
+from bayes_beats.config import CorpusParams, Params
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory) -> Path:
+    """A 60-track, 12-s synthetic corpus in the MTG-Jamendo layout (built once per session)."""
+    root = tmp_path_factory.mktemp("synth") / "raw"
+    corpus.generate(CorpusParams(n_tracks=60, track_seconds=12, workers=2), root)
+    return root
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """Stages read and write relative to the working directory, as under `dvc repro`."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def params_with(**sections) -> Params:
+    """Default params with some sections replaced, e.g. params_with(sample={"n_tracks": 5})."""
+    base = Params().model_dump()
+    for name, values in sections.items():
+        base[name].update(values)
+    return Params.model_validate(base)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A real GCS emulator (gcp-storage-emulator) on loopback; yields its http://host:port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(BIN / "gcp-storage-emulator"),
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "-q",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def copy_repo(dst: Path) -> Path:
+    """The tracked project files (as a fresh clone has them) copied into `dst`, as a git repo."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst / rel)
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
+        subprocess.run(cmd, cwd=dst, check=True)
+    return dst
