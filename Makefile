@@ -9,6 +9,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT := false
 export TOKENIZERS_PARALLELISM := false
+# stages run `bayes-beats <stage>` from the venv, also when dvc is called through make
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install demo test test-fast lint format bench clean
 
