@@ -24,11 +24,21 @@ RESULTS = Path("bench/results.json")
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     packages = ("torch", "diffusers", "librosa", "numpy", "dvc", "datasets")
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "versions": {p: version(p) for p in packages}}
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "versions": {p: version(p) for p in packages},
+    }
 
 
 def bench_corpus(n_tracks: int = 640) -> dict:
@@ -60,26 +70,39 @@ def bench_features(n_clips: int = 240) -> dict:
 def feature_accuracy() -> dict:
     """Measured features vs the synth corpus's ground truth, over every clip of the pipeline's dataset."""
     truth = pd.read_csv("data/raw/ground_truth.csv")
-    clips = pd.read_csv("data/sampled/manifest.csv").merge(pd.read_parquet("data/features/features.parquet"), on="clip_id")
+    clips = pd.read_csv("data/sampled/manifest.csv").merge(
+        pd.read_parquet("data/features/features.parquet"), on="clip_id"
+    )
     merged = clips.merge(truth, on="track_id", suffixes=("", "_true"))
     ratio = merged["bpm"] / merged["bpm_true"]
     tempo_ok = np.min([np.abs(ratio * m - 1) for m in (1, 2, 0.5)], axis=0) < 0.04
-    return {"clips": len(merged), "bpm_within_4pct_or_octave": round(float(tempo_ok.mean()), 4),
-            "bpm_within_4pct_exact": round(float((np.abs(ratio - 1) < 0.04).mean()), 4),
-            "mode_accuracy": round(float((merged["mode"] == merged["mode_true"]).mean()), 4),
-            "key_accuracy": round(float((merged["keyscale"] == merged["keyscale_true"]).mean()), 4)}
+    return {
+        "clips": len(merged),
+        "bpm_within_4pct_or_octave": round(float(tempo_ok.mean()), 4),
+        "bpm_within_4pct_exact": round(float((np.abs(ratio - 1) < 0.04).mean()), 4),
+        "mode_accuracy": round(float((merged["mode"] == merged["mode_true"]).mean()), 4),
+        "key_accuracy": round(float((merged["keyscale"] == merged["keyscale_true"]).mean()), 4),
+    }
 
 
 def bench_noop_repro() -> dict:
     dvc = str(Path(sys.executable).parent / "dvc")
     start = time.perf_counter()
     done = subprocess.run([dvc, "repro"], capture_output=True, text=True)
-    return {"seconds": round(time.perf_counter() - start, 2), "ran_stages": done.stdout.count("Running stage")}
+    return {
+        "seconds": round(time.perf_counter() - start, 2),
+        "ran_stages": done.stdout.count("Running stage"),
+    }
 
 
 def main() -> None:
-    results = {"machine": machine(), "noop_dvc_repro": bench_noop_repro(), "features": bench_features(),
-               "feature_accuracy": feature_accuracy(), "corpus_generation": bench_corpus()}
+    results = {
+        "machine": machine(),
+        "noop_dvc_repro": bench_noop_repro(),
+        "features": bench_features(),
+        "feature_accuracy": feature_accuracy(),
+        "corpus_generation": bench_corpus(),
+    }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

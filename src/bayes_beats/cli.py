@@ -8,7 +8,18 @@ import logging
 import os
 import sys
 
-STAGES = ("corpus", "sample", "features", "labels", "dataset", "data_quality")
+STAGES = (
+    "corpus",
+    "sample",
+    "features",
+    "labels",
+    "dataset",
+    "data_quality",
+    "codec",
+    "encode",
+    "pretrain",
+    "finetune",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

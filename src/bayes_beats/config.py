@@ -83,6 +83,69 @@ class DataQualityParams(Section):
     columns: list[str] = ["bpm", "loudness_lufs", "rms_db", "centroid_hz", "onset_rate", "mode_confidence"]
 
 
+class CodecParams(Section):
+    n_bands: int = Field(96, ge=16, le=256)  # ≈ 1 semitone a band between fmin and fmax
+    fmin: float = Field(50.0, gt=0)
+    fmax: float = Field(11025.0, gt=0)
+    n_fft: int = Field(2048, ge=256)
+    griffin_lim_iters: int = Field(32, ge=1, le=256)
+    stats_clips: int = Field(200, ge=1)  # training clips used for the per-band normalisation statistics
+    eval_clips: int = Field(48, ge=1)  # validation clips for the round-trip report
+
+
+class ModelParams(Section):
+    profile: Literal["tiny", "acestep15"] = "tiny"
+    checkpoint_dir: str = ""  # acestep15: a local AceStepPipeline directory in diffusers format (or gs://)
+    allow_download: bool = False  # the only switch that lets code reach a model hub
+    device: str = "auto"  # auto = cuda when present
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    cpu_offload: bool = False
+    hidden_size: int = Field(256, ge=32)  # tiny DiT and condition encoder
+    num_layers: int = Field(4, ge=1)
+    head_dim: int = Field(64, ge=8)
+    num_inference_steps: int = Field(8, ge=1, le=200)
+    shift: float = Field(3.0, gt=0)
+    min_seconds: float = Field(1.0, gt=0)
+    max_seconds: float = Field(30.0, gt=0)
+    max_prompt_chars: int = Field(500, ge=1)
+    seed: int = 0
+
+
+class EncodeParams(Section):
+    batch_size: int = Field(32, ge=1)
+
+
+class TrainParams(Section):
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(16, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    crop_seconds: float = Field(6.0, gt=0)
+    logit_mean: float = 0.0  # logit-normal timestep sampling (SD3)
+    logit_std: float = Field(1.0, gt=0)
+    checkpointing_steps: int = Field(100, ge=1)
+    checkpoints_total_limit: int = Field(2, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+
+
+class PretrainParams(TrainParams):
+    pass
+
+
+class FinetuneParams(TrainParams):
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ["to_q", "to_k", "to_v", "to_out.0"]
+    kl_weight: float = Field(0.01, ge=0)
+    prior_std: float = Field(0.5, gt=0)
+    planner_weight: float = Field(1.0, ge=0)
+
+
 class Params(Section):
     data: DataParams = DataParams()
     corpus: CorpusParams = CorpusParams()
@@ -91,6 +154,11 @@ class Params(Section):
     labels: LabelsParams = LabelsParams()
     dataset: DatasetParams = DatasetParams()
     data_quality: DataQualityParams = DataQualityParams()
+    codec: CodecParams = CodecParams()
+    model: ModelParams = ModelParams()
+    encode: EncodeParams = EncodeParams()
+    pretrain: PretrainParams = PretrainParams()
+    finetune: FinetuneParams = FinetuneParams()
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
