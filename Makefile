@@ -32,7 +32,11 @@ demo: install
 	@echo "  captions      data/labels/labels.parquet"
 	@echo "  dataset       data/dataset/  (datasets.load_from_disk)"
 	@echo "  data quality  reports/data_quality.html"
-	@echo "  metrics       metrics/data.json"
+	@echo "  codec         models/codec/, reports/codec_roundtrip.png, metrics/codec.json"
+	@echo "  cache         data/encoded/ (frozen-model outputs for training)"
+	@echo "  base model    models/base/ (metrics/pretrain.json, metrics/pretrain_loss.csv)"
+	@echo "  fine-tuned    models/finetuned/ (LoRA + vibe layer + model_card.json)"
+	@echo "  metrics       metrics/*.json"
 	@$(BIN)/dvc metrics show
 
 lint: install

@@ -96,12 +96,16 @@ def bench_noop_repro() -> dict:
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import model_bench
+
     results = {
         "machine": machine(),
         "noop_dvc_repro": bench_noop_repro(),
         "features": bench_features(),
         "feature_accuracy": feature_accuracy(),
         "corpus_generation": bench_corpus(),
+        "model": model_bench.main(),
     }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

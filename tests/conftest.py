@@ -102,3 +102,52 @@ def copy_repo(dst: Path) -> Path:
     ):
         subprocess.run(cmd, cwd=dst, check=True)
     return dst
+
+
+TINY = dict(
+    data={"source": "jamendo"},
+    sample={"n_tracks": 12, "clips_per_track": 1, "clip_seconds": 4},
+    dataset={"validation_fraction": 0.2, "test_fraction": 0.2},
+    codec={"n_bands": 32, "stats_clips": 8, "eval_clips": 2},
+    model={"hidden_size": 64, "num_layers": 1, "head_dim": 32, "num_inference_steps": 4},
+    pretrain={
+        "steps": 60,
+        "batch_size": 4,
+        "crop_seconds": 2,
+        "log_every": 1,
+        "checkpointing_steps": 10,
+        "learning_rate": 0.003,
+        "lr_scheduler": "constant",
+        "lr_warmup_steps": 0,
+    },
+    finetune={
+        "steps": 12,
+        "batch_size": 4,
+        "crop_seconds": 2,
+        "log_every": 1,
+        "checkpointing_steps": 6,
+        "lora_rank": 4,
+        "lora_alpha": 4,
+        "learning_rate": 0.003,
+        "lr_scheduler": "cosine",
+        "lr_warmup_steps": 2,
+    },
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_project(synth_corpus, tmp_path_factory):
+    """A work dir after `dataset`, `codec`, `encode`, `pretrain` and `finetune` on tiny settings."""
+    root = tmp_path_factory.mktemp("tiny_project")
+    tiny = {**TINY, "data": {"source": "jamendo", "path": str(synth_corpus)}}
+    params = params_with(**tiny)
+    from bayes_beats import codec, dataset, encode, features, finetune, labels, pretrain, sample
+
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        for stage in (sample, features, labels, dataset, codec, encode, pretrain, finetune):
+            stage.run(params)
+    finally:
+        os.chdir(cwd)
+    return root, params

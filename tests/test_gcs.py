@@ -47,7 +47,7 @@ def test_dvc_push_and_pull_through_the_gcs_remote(gcs_emulator, tmp_path):
         client.create_bucket("bayes-beats-dvc")
     repo = copy_repo(tmp_path / "repo")
     dvc = [str(BIN / "dvc")]
-    (repo / "data").mkdir()
+    (repo / "data").mkdir(exist_ok=True)
     (repo / "data/thing.txt").write_text("tracked by dvc\n")
     env = {
         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",

@@ -19,9 +19,7 @@ CLIP = {
 def test_caption_carries_moods_measured_metas_and_a_vibe_word():
     labels = describe(CLIP, LabelsParams())
     caption = labels["caption"]
-    assert caption.startswith(
-        "melancholic, sad, slow and dark-toned piano lo-fi hip hop in A minor at 68 BPM"
-    )
+    assert caption.startswith("melancholic, sad, slow and dark-toned piano lo-fi hip hop in A minor at 68 BPM")
     assert labels["valence"] < 0 and labels["arousal"] < 0
 
 

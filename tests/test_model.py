@@ -6,55 +6,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import params_with
 from safetensors.torch import load_file
 
-from bayes_beats import codec, dataset, encode, features, finetune, labels, load_generator, pretrain, sample
+from bayes_beats import encode, finetune, load_generator
 from bayes_beats.generate import ModelError
-
-TINY = dict(
-    data={"source": "jamendo"},
-    sample={"n_tracks": 12, "clips_per_track": 1, "clip_seconds": 4},
-    dataset={"validation_fraction": 0.2, "test_fraction": 0.2},
-    codec={"n_bands": 32, "stats_clips": 8, "eval_clips": 2},
-    model={"hidden_size": 64, "num_layers": 1, "head_dim": 32, "num_inference_steps": 4},
-    pretrain={
-        "steps": 60,
-        "batch_size": 4,
-        "crop_seconds": 2,
-        "log_every": 1,
-        "checkpointing_steps": 10,
-        "learning_rate": 0.003,
-    },
-    finetune={
-        "steps": 12,
-        "batch_size": 4,
-        "crop_seconds": 2,
-        "log_every": 1,
-        "checkpointing_steps": 6,
-        "lora_rank": 4,
-        "lora_alpha": 4,
-        "learning_rate": 0.003,
-    },
-)
-
-
-@pytest.fixture(scope="session")
-def tiny_project(synth_corpus, tmp_path_factory):
-    """A work dir after `dataset`, `codec`, `encode`, `pretrain` and `finetune` on tiny settings."""
-    import os
-
-    root = tmp_path_factory.mktemp("tiny_project")
-    tiny = {**TINY, "data": {"source": "jamendo", "path": str(synth_corpus)}}
-    params = params_with(**tiny)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        for stage in (sample, features, labels, dataset, codec, encode, pretrain, finetune):
-            stage.run(params)
-    finally:
-        os.chdir(cwd)
-    return root, params
 
 
 def test_pretrain_lowers_the_loss(tiny_project):
@@ -152,15 +107,13 @@ def test_missing_or_corrupt_model_dir_is_a_clear_error(tmp_path):
         load_generator(tmp_path / "junk")
 
 
-def test_resumed_finetune_ends_with_the_same_weights(tiny_project, tmp_path, monkeypatch):
-    """Stop after the first checkpoint, run again: the result equals the uninterrupted run."""
+def test_resumed_finetune_ends_with_the_same_weights(tiny_project, monkeypatch):
+    """Keep only the mid-run checkpoint (as a kill after step 6 would) and run again."""
     root, params = tiny_project
     monkeypatch.chdir(root)
     uninterrupted = load_file(root / "models/finetuned/lora/pytorch_lora_weights.safetensors")
-    shutil.rmtree(root / "checkpoints/finetune")
-    half = params.model_copy(update={"finetune": params.finetune.model_copy(update={"steps": 6})})
-    finetune.run(half)  # "killed" right after checkpoint-6
-    assert (root / "checkpoints/finetune/checkpoint-6").is_dir()
+    shutil.rmtree(root / "checkpoints/finetune/checkpoint-12")
+    shutil.rmtree(root / "models/finetuned")
     finetune.run(params)  # resumes from checkpoint-6
     resumed = load_file(root / "models/finetuned/lora/pytorch_lora_weights.safetensors")
     assert uninterrupted.keys() == resumed.keys()

@@ -35,9 +35,7 @@ def set_params(repo, **changes) -> None:
 
 def test_dvc_repro_runs_the_data_stages_then_only_what_changed(tmp_path):
     repo = copy_repo(tmp_path / "repo")
-    set_params(
-        repo, corpus__n_tracks=30, corpus__track_seconds=12, sample__n_tracks=16, sample__clips_per_track=1
-    )
+    set_params(repo, corpus__n_tracks=30, corpus__track_seconds=12, sample__n_tracks=16, sample__clips_per_track=1)
 
     assert repro(repo, *sorted(DATA_STAGES)) == DATA_STAGES
     dd = datasets.load_from_disk(str(repo / "data/dataset"))

@@ -62,9 +62,7 @@ class SpectrogramCodec(ModelMixin, ConfigMixin):
 
     def log_bands(self, audio: torch.Tensor) -> torch.Tensor:
         """[batch, samples] → un-normalised log band energies [batch, bands, frames]."""
-        spec = torch.stft(
-            audio.float(), self.config.n_fft, self.hop_length, window=self.window, return_complex=True
-        )
+        spec = torch.stft(audio.float(), self.config.n_fft, self.hop_length, window=self.window, return_complex=True)
         return torch.log(self.filterbank @ spec.abs() + 1e-5)
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
@@ -118,9 +116,7 @@ def fit(params, clips: list[str], sample_rate: int) -> SpectrogramCodec:
     return codec
 
 
-def round_trip_report(
-    codec: SpectrogramCodec, clips: list[str], sample_rate: int, feature_params, png
-) -> dict:
+def round_trip_report(codec: SpectrogramCodec, clips: list[str], sample_rate: int, feature_params, png) -> dict:
     """Log-spectral distance and whether bpm / mode survive encode → decode, on held-out clips."""
     import matplotlib
 
@@ -170,6 +166,13 @@ def run(params) -> None:
 
     from bayes_beats.atomic import atomic_dir, write_json
 
+    if params.model.profile != "tiny":  # real checkpoints bring their own VAE
+        with atomic_dir("models/codec") as tmp:
+            (tmp / "README.txt").write_text(
+                f"profile {params.model.profile}: the checkpoint's AutoencoderOobleck is the codec\n"
+            )
+        write_json("metrics/codec.json", {"profile": params.model.profile, "codec": "checkpoint VAE"})
+        return
     dd = datasets.load_from_disk("data/dataset")
     root = Path("data/dataset")
     train = [str(root / f) for f in dd["train"]["filename"][: params.codec.stats_clips]]

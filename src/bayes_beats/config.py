@@ -120,6 +120,8 @@ class TrainParams(Section):
     batch_size: int = Field(16, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
+    lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "cosine"
+    lr_warmup_steps: int = Field(50, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     crop_seconds: float = Field(6.0, gt=0)
     logit_mean: float = 0.0  # logit-normal timestep sampling (SD3)

@@ -68,9 +68,7 @@ def generate(params: CorpusParams, out_dir: Path) -> pd.DataFrame:
     with atomic_dir(out_dir) as tmp:
         jobs = [(i, params, tmp) for i in range(params.n_tracks)]
         with ProcessPoolExecutor(params.workers) as pool:
-            rows = list(
-                tqdm(pool.map(_make_track, jobs, chunksize=8), total=len(jobs), desc="corpus", unit="track")
-            )
+            rows = list(tqdm(pool.map(_make_track, jobs, chunksize=8), total=len(jobs), desc="corpus", unit="track"))
         truth = pd.DataFrame(rows)
         _write_tsv(tmp / TSV_NAME, rows, TAG_PREFIX, lambda r: r["tags"].split(","))
         # MTG-Jamendo's companion TSVs: what the style captions name (instruments, genre), never the mood
@@ -90,9 +88,7 @@ def run(params: Params) -> None:
     if params.data.source != "synth":
         # keep the DVC output present but empty: real data is read in place by `sample`
         with atomic_dir(OUT_DIR) as tmp:
-            (tmp / "README.txt").write_text(
-                f"data.source={params.data.source}: no synthetic corpus generated\n"
-            )
+            (tmp / "README.txt").write_text(f"data.source={params.data.source}: no synthetic corpus generated\n")
         log.info("corpus: data.source=%s, nothing to generate", params.data.source)
         return
     truth = generate(params.corpus, OUT_DIR)

@@ -33,9 +33,7 @@ def run(params: Params) -> None:
         features[features["split"] != "train"][columns + ["mode", "key"]], data_definition=definition
     )
     # summary of the held-out clips, and whether they are distributed like the training clips
-    snapshot = Report([DataSummaryPreset(), DataDriftPreset()]).run(
-        current_data=held_out, reference_data=train
-    )
+    snapshot = Report([DataSummaryPreset(), DataDriftPreset()]).run(current_data=held_out, reference_data=train)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(OUT) as tmp:
         snapshot.save_html(str(tmp))

@@ -32,9 +32,7 @@ def split_by_track(track_ids: pd.Series, params: DatasetParams) -> pd.Series:
         n_test, n_val = max(n_test, params.test_fraction > 0), max(n_val, params.validation_fraction > 0)
     split = {}
     for rank, index in enumerate(order):
-        split[tracks[index]] = (
-            "test" if rank < n_test else ("validation" if rank < n_test + n_val else "train")
-        )
+        split[tracks[index]] = "test" if rank < n_test else ("validation" if rank < n_test + n_val else "train")
     return track_ids.map(split)
 
 
@@ -74,9 +72,7 @@ def build(clips: pd.DataFrame, params: DatasetParams, out_dir: Path) -> dict[str
             _link_or_copy(Path(path), tmp / "audio" / f"{clip_id}.wav")
         dd = datasets.DatasetDict(
             {
-                s: datasets.Dataset.from_pandas(
-                    rows[rows["split"] == s].reset_index(drop=True), preserve_index=False
-                )
+                s: datasets.Dataset.from_pandas(rows[rows["split"] == s].reset_index(drop=True), preserve_index=False)
                 for s in SPLITS
             }
         )

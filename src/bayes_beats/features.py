@@ -55,9 +55,7 @@ def extract(audio: np.ndarray, sr: int, params: FeaturesParams) -> dict[str, flo
     """All features of one mono clip."""
     hop = params.hop_length
     onset_env = librosa.onset.onset_strength(y=audio, sr=sr, hop_length=hop)
-    chroma = librosa.feature.chroma_stft(
-        y=audio, sr=sr, hop_length=hop, n_fft=params.chroma_n_fft
-    )  # [12, frames]
+    chroma = librosa.feature.chroma_stft(y=audio, sr=sr, hop_length=hop, n_fft=params.chroma_n_fft)  # [12, frames]
     chroma_mean = chroma.mean(axis=1)
     tonic, mode, confidence = estimate_key(chroma_mean)
     rms_db = librosa.amplitude_to_db(librosa.feature.rms(y=audio, hop_length=hop)[0], ref=1.0)

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate import PartialState
 from diffusers import AceStepConditionEncoder, AceStepTransformer1DModel
 from peft import LoraConfig, get_peft_model_state_dict
 
 from bayes_beats.atomic import atomic_dir, write_json
 from bayes_beats.config import Params
-from bayes_beats.model import VibePipeline
+from bayes_beats.model import VibePipeline, resolve_base
 from bayes_beats.pretrain import write_loss_csv
-from bayes_beats.train import Denoiser, load_cache, train
+from bayes_beats.train import CachedClips, Denoiser, load_cache, train
 from bayes_beats.vibe import VariationalPromptHead, VibePlanner
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,6 @@ CAPTION_DESIGN = (
     "('melancholic, sad, slow and dark-toned piano lo-fi hip hop in A minor at 68 BPM, lonely') and two "
     "paraphrases without numbers; the planner learns vibe → tempo and mode from them."
 )
-
-
-def base_dir(params: Params) -> Path:
-    return Path("models/base") if params.model.profile == "tiny" else Path(params.model.checkpoint_dir)
 
 
 def frame_rate_of(base: Path) -> float:
@@ -60,10 +57,8 @@ def run(params: Params) -> None:
     torch.set_num_threads(2)
     fp = params.finetune
     torch.manual_seed(fp.seed)  # LoRA and head initialisation: the same on every (re)run
-    base = base_dir(params)
-    transformer = AceStepTransformer1DModel.from_pretrained(
-        base, subfolder="transformer", local_files_only=True
-    )
+    base = resolve_base()
+    transformer = AceStepTransformer1DModel.from_pretrained(base, subfolder="transformer", local_files_only=True)
     condition_encoder = AceStepConditionEncoder.from_pretrained(
         base, subfolder="condition_encoder", local_files_only=True
     )
@@ -103,7 +98,9 @@ def run(params: Params) -> None:
         + list(planner.parameters())
     )
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
-    history = train(denoiser, trainable, CACHE, fp, CHECKPOINTS, variants=(1, 2, 3), desc="finetune")
+    history = train(denoiser, trainable, CachedClips(CACHE), fp, CHECKPOINTS, variants=(1, 2, 3), desc="finetune")
+    if not PartialState().is_main_process:  # under DDP one process writes the model
+        return
     metrics = {
         "steps": fp.steps,
         "first_loss": history[0]["loss"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,7 @@ def load_generator(model_dir: str | Path, device: str = "auto") -> Generator:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"model directory not found: {model_dir}")
-    card = (
-        json.loads((model_dir / "model_card.json").read_text())
-        if (model_dir / "model_card.json").is_file()
-        else {}
-    )
+    card = json.loads((model_dir / "model_card.json").read_text()) if (model_dir / "model_card.json").is_file() else {}
     if (model_dir / "base").is_dir():
         base = model_dir / "base"
     elif (model_dir / "base.json").is_file():
@@ -57,7 +54,11 @@ def load_generator(model_dir: str | Path, device: str = "auto") -> Generator:
         raise ModelError(f"cannot load the model in {model_dir}: {err}") from err
     pipe.set_progress_bar_config(disable=True)
     params = ModelParams.model_validate(card.get("params", {}).get("model", {}))
-    return Generator(pipe.to(device), params, card)
+    if params.cpu_offload and device.startswith("cuda"):
+        pipe.enable_model_cpu_offload()  # components visit the GPU one at a time: for small cards
+    else:
+        pipe.to(device)
+    return Generator(pipe, params, card)
 
 
 class Generator:
@@ -81,9 +82,7 @@ class Generator:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError("every prompt must be a non-empty string")
             if len(prompt) > self.params.max_prompt_chars:
-                raise ValueError(
-                    f"prompt longer than {self.params.max_prompt_chars} characters ({len(prompt)})"
-                )
+                raise ValueError(f"prompt longer than {self.params.max_prompt_chars} characters ({len(prompt)})")
         if not self.params.min_seconds <= duration_s <= self.params.max_seconds:
             raise ValueError(
                 f"duration_s must be within [{self.params.min_seconds}, {self.params.max_seconds}] "
@@ -108,7 +107,8 @@ class Generator:
     ) -> Plan:
         """Metas per item: the planner's (on a variational sample) unless the caller fixed them."""
         pipe, z = self.pipe, None
-        rngs = [np.random.default_rng(s) for s in seeds]
+        # the tonic carries no mood: drawn per (prompt, seed), so different prompts get different keys
+        rngs = [np.random.default_rng([s, zlib.crc32(p.encode())]) for s, p in zip(seeds, prompts, strict=True)]
         if pipe.prompt_head is not None:
             embedding = pipe.embed(prompts).to(pipe.prompt_head.dtype)
             eps = torch.stack(

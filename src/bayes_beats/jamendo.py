@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -132,24 +131,15 @@ class GcsSource:
     """gs://bucket/prefix in the MTG-Jamendo layout; only fetched objects are downloaded, to a cache."""
 
     def __init__(self, url: str, params: DataParams) -> None:
-        from google.api_core.retry import Retry
-        from google.cloud import storage
-        from google.cloud.storage.retry import DEFAULT_RETRY
+        from bayes_beats import gcs
 
-        bucket_name, _, prefix = url.removeprefix("gs://").partition("/")
-        self.prefix = prefix.strip("/")
+        bucket_name, self.prefix = gcs.split_url(url)
         self.description = url
         self.tsv = params.tsv
-        if os.environ.get("STORAGE_EMULATOR_HOST"):
-            from google.auth.credentials import AnonymousCredentials
-
-            client = storage.Client(project="emulator", credentials=AnonymousCredentials())
-        else:
-            client = storage.Client()
-        self.bucket = client.bucket(bucket_name)
-        # transient 5xx, 429 and timeouts: exponential backoff until the deadline
-        self.retry: Retry = DEFAULT_RETRY.with_timeout(params.gcs_retry_deadline_s)
+        self.bucket = gcs.client().bucket(bucket_name)
+        self.retry = gcs.retry(params.gcs_retry_deadline_s)
         self.timeout = params.gcs_timeout_s
+        self.deadline = params.gcs_retry_deadline_s
         self.cache = Path(params.cache_dir) / bucket_name / self.prefix
 
     def _key(self, path: str) -> str:
@@ -179,14 +169,12 @@ class GcsSource:
         return listed.intersection(paths)
 
     def fetch(self, path: str) -> Path:
+        from bayes_beats import gcs
+
         local = self.cache / path
         if local.is_file():
             return local
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.part")
-        self.bucket.blob(self._key(path)).download_to_filename(tmp, retry=self.retry, timeout=self.timeout)
-        os.replace(tmp, local)
-        return local
+        return gcs.download(self.bucket.blob(self._key(path)), local, self.timeout, self.deadline)
 
 
 def open_source(params: DataParams) -> Source:

@@ -95,12 +95,8 @@ def describe(clip: dict, params: LabelsParams) -> dict[str, str | float]:
 def run(params: Params) -> None:
     manifest = pd.read_csv("data/sampled/manifest.csv", keep_default_na=False)
     features = pd.read_parquet("data/features/features.parquet")
-    clips = manifest.merge(
-        features, on="clip_id", how="inner"
-    )  # clips the features stage skipped drop out here
-    labels = pd.DataFrame(
-        [{"clip_id": c["clip_id"], **describe(c, params.labels)} for c in clips.to_dict("records")]
-    )
+    clips = manifest.merge(features, on="clip_id", how="inner")  # clips the features stage skipped drop out here
+    labels = pd.DataFrame([{"clip_id": c["clip_id"], **describe(c, params.labels)} for c in clips.to_dict("records")])
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     with atomic_path(OUT_DIR / "labels.parquet") as tmp:
         labels.to_parquet(tmp, index=False)

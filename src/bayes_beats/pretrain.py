@@ -5,16 +5,18 @@ metas and the per-frame sketch; the vibe vocabulary is left for the LoRA in `fin
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from bayes_beats.atomic import atomic_dir, write_json
 from bayes_beats.codec import SpectrogramCodec
 from bayes_beats.config import Params
-from bayes_beats.model import assemble, build_tiny_denoiser
-from bayes_beats.train import Denoiser, train
+from bayes_beats.model import assemble, build_tiny_denoiser, resolve_checkpoint
+from bayes_beats.train import CachedClips, Denoiser, train
 
 log = logging.getLogger(__name__)
 OUT_DIR = Path("models/base")
@@ -23,10 +25,12 @@ CACHE = Path("data/encoded/train.safetensors")
 
 
 def run(params: Params) -> None:
-    if params.model.profile != "tiny":
-        raise SystemExit(
-            "pretrain: only the tiny profile is trained from scratch; acestep15 starts from real weights"
-        )
+    if params.model.profile != "tiny":  # real weights are the base: point at them, train nothing
+        checkpoint = resolve_checkpoint(params.model)
+        with atomic_dir(OUT_DIR) as tmp:
+            (tmp / "base.json").write_text(json.dumps({"checkpoint_dir": str(checkpoint.resolve())}))
+        log.info("pretrain: profile %s starts from %s", params.model.profile, checkpoint)
+        return
     torch.set_num_threads(2)
     codec = SpectrogramCodec.from_pretrained("models/codec")
     transformer, condition_encoder = build_tiny_denoiser(codec, params.model)
@@ -36,12 +40,14 @@ def run(params: Params) -> None:
     history = train(
         denoiser,
         list(denoiser.parameters()),
-        CACHE,
+        CachedClips(CACHE),
         params.pretrain,
         CHECKPOINTS,
         variants=(0,),
         desc="pretrain",
     )
+    if not PartialState().is_main_process:  # under DDP one process writes the model
+        return
     pipe = assemble(codec, transformer, condition_encoder)
     with atomic_dir(OUT_DIR) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)

@@ -37,9 +37,7 @@ def source_for(data: DataParams) -> Source:
     return LocalSource(corpus.OUT_DIR, data.tsv) if data.source == "synth" else open_source(data)
 
 
-def candidates(
-    rows: list[TrackRow], available: set[str], params: SampleParams, skips: SkipLog
-) -> list[TrackRow]:
+def candidates(rows: list[TrackRow], available: set[str], params: SampleParams, skips: SkipLog) -> list[TrackRow]:
     """Rows that pass the tag, duration and file-exists filters, in TSV order."""
     wanted = set(params.tags)
     kept = []
@@ -91,9 +89,7 @@ def run(params: Params) -> None:
     mood_tsv = source.read_tsv()
     assert mood_tsv is not None
     rows, n_rows = parse_tsv(mood_tsv, skips)
-    side = {
-        c: parse_side_tags(source.read_tsv(f"autotagging_{c}.tsv") or b"", c) for c in ("genre", "instrument")
-    }
+    side = {c: parse_side_tags(source.read_tsv(f"autotagging_{c}.tsv") or b"", c) for c in ("genre", "instrument")}
     pool = candidates(rows, source.available([r.path for r in rows]), sp, skips)
     order = np.random.default_rng(sp.seed).permutation(len(pool))
     meter = pyloudnorm.Meter(sp.sample_rate)
@@ -156,6 +152,4 @@ def run(params: Params) -> None:
                 "skipped": skips.as_dict(),
             },
         )
-    log.info(
-        "sample: %d tracks, %d clips from %s; %s", n_kept, len(manifest), source.description, skips.summary()
-    )
+    log.info("sample: %d tracks, %d clips from %s; %s", n_kept, len(manifest), source.description, skips.summary())

@@ -154,9 +154,7 @@ class Voice:
             k = np.arange(1, 11)[:, None]
             detunes = (0.996, 1.0, 1.004) if instrument == "warm pad" else (0.998, 1.002)
             vib = 1 + (0.004 * np.sin(2 * np.pi * 5.5 * t) if instrument == "strings" else 0)
-            out = sum(
-                ((1 / k) * np.sin(tau * f * d * k * vib) * (f * d * k < nyquist)).sum(0) for d in detunes
-            )
+            out = sum(((1 / k) * np.sin(tau * f * d * k * vib) * (f * d * k < nyquist)).sum(0) for d in detunes)
             out = out * np.minimum(1, t / (0.25 if instrument == "strings" else 0.15)) / len(detunes)
         elif instrument == "bass":
             out = (np.sin(tau * f) + 0.4 * np.sin(2 * tau * f) + 0.1 * np.sin(3 * tau * f)) * np.exp(-2.5 * t)
@@ -228,9 +226,7 @@ def render_track(plan: TrackPlan, seconds: float, sample_rate: int, rng: np.rand
     return (audio * 10 ** (plan.level_db / 20)).astype(np.float32)
 
 
-def _melody(
-    place, plan: TrackPlan, rng: np.random.Generator, chord_start: int, chord: list[int], scale
-) -> None:
+def _melody(place, plan: TrackPlan, rng: np.random.Generator, chord_start: int, chord: list[int], scale) -> None:
     """A random walk on the scale that lands on chord tones on the beat."""
     step = 1.0 / plan.melody_notes_per_beat
     base = 12 * plan.melody_octave + plan.tonic

@@ -19,16 +19,10 @@ from torch import nn
 
 class VariationalPromptHead(ModelMixin, ConfigMixin):
     @register_to_config
-    def __init__(
-        self, embed_dim: int = 384, hidden_dim: int = 256, prior_std: float = 0.5, init_logvar: float = -4.0
-    ):
+    def __init__(self, embed_dim: int = 384, hidden_dim: int = 256, prior_std: float = 0.5, init_logvar: float = -4.0):
         super().__init__()
-        self.mean_head = nn.Sequential(
-            nn.Linear(embed_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim)
-        )
-        self.logvar_head = nn.Sequential(
-            nn.Linear(embed_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim)
-        )
+        self.mean_head = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+        self.logvar_head = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
         self.to_tokens = nn.Linear(embed_dim, embed_dim)  # z → an offset added to every text token
         for layer in (self.mean_head[-1], self.to_tokens):  # starts as the identity: the base is untouched
             nn.init.zeros_(layer.weight)
@@ -36,17 +30,13 @@ class VariationalPromptHead(ModelMixin, ConfigMixin):
         nn.init.constant_(self.logvar_head[-1].bias, init_logvar)
         nn.init.zeros_(self.logvar_head[-1].weight)
 
-    def forward(
-        self, embedding: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
-    ):
+    def forward(self, embedding: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None):
         """[batch, dim] → (z, mu, logvar); z = mu when temperature is 0."""
         mu = embedding + self.mean_head(embedding)
         logvar = self.logvar_head(embedding).clamp(-10, 4)
         if temperature == 0:
             return mu, mu, logvar
-        eps = torch.randn(
-            mu.shape, generator=generator, device="cpu" if generator is None else generator.device
-        )
+        eps = torch.randn(mu.shape, generator=generator, device="cpu" if generator is None else generator.device)
         return mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu), mu, logvar
 
     def kl(self, embedding: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -79,14 +69,12 @@ class VibePlanner(ModelMixin, ConfigMixin):
         return self.net(z)  # [batch, 2]: (standardised log-bpm, major logit)
 
     def targets(self, bpm: torch.Tensor, major: torch.Tensor) -> torch.Tensor:
-        return torch.stack(
-            [(bpm.log() - self.config.log_bpm_mean) / self.config.log_bpm_std, major.float()], dim=-1
-        )
+        return torch.stack([(bpm.log() - self.config.log_bpm_mean) / self.config.log_bpm_std, major.float()], dim=-1)
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.mse_loss(
-            out[:, 0], target[:, 0]
-        ) + nn.functional.binary_cross_entropy_with_logits(out[:, 1], target[:, 1])
+        return nn.functional.mse_loss(out[:, 0], target[:, 0]) + nn.functional.binary_cross_entropy_with_logits(
+            out[:, 1], target[:, 1]
+        )
 
     def decode(self, out: torch.Tensor) -> list[tuple[float, bool]]:
         """→ [(bpm, is_major)] per row."""
