@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 # stages run `bayes-beats <stage>` from the venv, also when dvc is called through make
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint format bench clean mlflow-ui
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ test-fast: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $${PORT:-5000}
 
 clean:
 	rm -rf data reports metrics/*.json

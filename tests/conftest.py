@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bayes_beats import corpus
 from bayes_beats.config import CorpusParams, Params
@@ -151,3 +152,12 @@ def tiny_project(synth_corpus, tmp_path_factory):
     finally:
         os.chdir(cwd)
     return root, params
+
+
+def project_copy(tiny_project, dst, **finetune):
+    root, params = tiny_project
+    for rel in ("data/encoded", "models/base", "models/codec"):
+        shutil.copytree(root / rel, dst / rel)
+    params = params.model_copy(update={"finetune": params.finetune.model_copy(update=finetune)})
+    (dst / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
+    return dst

@@ -1,7 +1,6 @@
 """Training mechanics on the tiny project: kill -9 and resume, 2-process DDP, cached vs on-the-fly."""
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -9,8 +8,7 @@ import time
 import datasets
 import pytest
 import torch
-import yaml
-from conftest import BIN, free_port
+from conftest import BIN, free_port, project_copy
 from safetensors.torch import load_file
 
 from bayes_beats.codec import SpectrogramCodec
@@ -18,15 +16,6 @@ from bayes_beats.model import AudioEncoder, build_tiny_denoiser, load_text_encod
 from bayes_beats.train import CachedClips, Denoiser, LiveClips, make_batch
 
 LORA = "models/finetuned/lora/pytorch_lora_weights.safetensors"
-
-
-def project_copy(tiny_project, dst, **finetune):
-    root, params = tiny_project
-    for rel in ("data/encoded", "models/base", "models/codec"):
-        shutil.copytree(root / rel, dst / rel)
-    params = params.model_copy(update={"finetune": params.finetune.model_copy(update=finetune)})
-    (dst / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
-    return dst
 
 
 def finetune_cmd(*prefix: str) -> subprocess.Popen:

@@ -19,6 +19,9 @@ STAGES = (
     "encode",
     "pretrain",
     "finetune",
+    "clap",
+    "evaluate",
+    "register",
 )
 
 
@@ -37,12 +40,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from bayes_beats.config import load_params
     from bayes_beats.jamendo import DataError
+    from bayes_beats.tracking import TrackingError
 
     params = load_params(args.params)
     module = importlib.import_module(f"bayes_beats.{args.stage}")
     try:
         module.run(params)
-    except DataError as err:
+    except (DataError, TrackingError) as err:
         print(f"bayes-beats {args.stage}: {err}", file=sys.stderr)
         return 2
     return 0

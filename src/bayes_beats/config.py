@@ -148,6 +148,34 @@ class FinetuneParams(TrainParams):
     planner_weight: float = Field(1.0, ge=0)
 
 
+class ClapParams(Section):
+    embed_dim: int = Field(256, ge=16)
+    steps: int = Field(400, ge=1)
+    batch_size: int = Field(64, ge=2)
+    learning_rate: float = Field(1e-3, gt=0)
+    crop_seconds: float = Field(5.0, gt=0)
+    seed: int = 0
+
+
+class EvalParams(Section):
+    backend: Literal["local", "laion"] = "local"  # local = the `clap` stage's model, reported as clap_local
+    clap_checkpoint: str = ""  # laion: path to a laion-clap checkpoint (.pt)
+    laion_audio_model: Literal["HTSAT-tiny", "HTSAT-base"] = "HTSAT-tiny"
+    validation_prompts: int = Field(24, ge=0)
+    seconds: float = Field(10.0, gt=0)
+    seed: int = 0
+    num_variations: int = Field(4, ge=2)
+    temperature: float = Field(1.0, gt=0)
+    diversity_prompts: int = Field(6, ge=1)
+    samples: int = Field(4, ge=1)
+
+
+class PromoteParams(Section):
+    metric: str = "clap_local"  # from metrics/eval.json's finetuned section; higher is better
+    min_delta: float = Field(0.0, ge=0)
+    floors: dict[str, float] = {}  # metric: lowest acceptable value, all must hold
+
+
 class Params(Section):
     data: DataParams = DataParams()
     corpus: CorpusParams = CorpusParams()
@@ -161,6 +189,9 @@ class Params(Section):
     encode: EncodeParams = EncodeParams()
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
+    clap: ClapParams = ClapParams()
+    eval: EvalParams = EvalParams()
+    promote: PromoteParams = PromoteParams()
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

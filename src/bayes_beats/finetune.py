@@ -6,6 +6,7 @@ the DiT's own weights. Trained: the LoRA matrices, the variational head, the pla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -15,15 +16,15 @@ from pathlib import Path
 
 import torch
 import yaml
-from accelerate import PartialState
 from diffusers import AceStepConditionEncoder, AceStepTransformer1DModel
 from peft import LoraConfig, get_peft_model_state_dict
 
+from bayes_beats import tracking
 from bayes_beats.atomic import atomic_dir, write_json
 from bayes_beats.config import Params
 from bayes_beats.model import VibePipeline, resolve_base
 from bayes_beats.pretrain import write_loss_csv
-from bayes_beats.train import CachedClips, Denoiser, load_cache, train
+from bayes_beats.train import CachedClips, Denoiser, is_main_process, load_cache, train
 from bayes_beats.vibe import VariationalPromptHead, VibePlanner
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,20 @@ def run(params: Params) -> None:
         + list(planner.parameters())
     )
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
-    history = train(denoiser, trainable, CachedClips(CACHE), fp, CHECKPOINTS, variants=(1, 2, 3), desc="finetune")
-    if not PartialState().is_main_process:  # under DDP one process writes the model
-        return
+    is_main = is_main_process()  # under DDP one process logs and writes the model
+    with tracking.stage_run("finetune", params) if is_main else contextlib.nullcontext():
+        metric_log = tracking.MetricLogger()
+        history = train(denoiser, trainable, CachedClips(CACHE), fp, CHECKPOINTS, (1, 2, 3), "finetune", metric_log)
+        if is_main:
+            metric_log.flush(history)
+            save(params, base, transformer, lora_config, prompt_head, planner, history)
+
+
+def save(params: Params, base: Path, transformer, lora_config, prompt_head, planner, history: list[dict]) -> None:
+    """models/finetuned/ (atomically), metrics, and the same as MLflow artifacts of the active run."""
+    import mlflow
+
+    fp = params.finetune
     metrics = {
         "steps": fp.steps,
         "first_loss": history[0]["loss"],
@@ -133,6 +145,11 @@ def run(params: Params) -> None:
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2))
     write_json("metrics/finetune.json", metrics)
     write_loss_csv("metrics/finetune_loss.csv", history)
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    for part in ("lora", "prompt_head", "planner"):
+        mlflow.log_artifacts(str(OUT_DIR / part), artifact_path=part)
+    mlflow.log_artifact(str(OUT_DIR / "model_card.json"))
+    mlflow.log_artifact("metrics/finetune_loss.csv")
     log.info("finetune: %s, model in %s", metrics, OUT_DIR)
 
 

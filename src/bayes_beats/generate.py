@@ -114,9 +114,7 @@ class Generator:
             eps = torch.stack(
                 [torch.randn(embedding.shape[1], generator=torch.Generator().manual_seed(s)) for s in seeds]
             )
-            mu = embedding + pipe.prompt_head.mean_head(embedding)
-            logvar = pipe.prompt_head.logvar_head(embedding).clamp(-10, 4)
-            z = (mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu)).detach()
+            z = pipe.prompt_head(embedding, eps, temperature)[0].detach()
             planned = pipe.planner.decode(pipe.planner(z).float())
         else:  # a base model has no planner: a neutral plan, mode by seed
             default = 100.0

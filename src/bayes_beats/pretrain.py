@@ -5,18 +5,19 @@ metas and the per-frame sketch; the vibe vocabulary is left for the LoRA in `fin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 
+from bayes_beats import tracking
 from bayes_beats.atomic import atomic_dir, write_json
 from bayes_beats.codec import SpectrogramCodec
 from bayes_beats.config import Params
 from bayes_beats.model import assemble, build_tiny_denoiser, resolve_checkpoint
-from bayes_beats.train import CachedClips, Denoiser, train
+from bayes_beats.train import CachedClips, Denoiser, is_main_process, train
 
 log = logging.getLogger(__name__)
 OUT_DIR = Path("models/base")
@@ -37,17 +38,21 @@ def run(params: Params) -> None:
     frame_rate = codec.config.sampling_rate / codec.hop_length
     denoiser = Denoiser(transformer, condition_encoder, frame_rate)
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
-    history = train(
-        denoiser,
-        list(denoiser.parameters()),
-        CachedClips(CACHE),
-        params.pretrain,
-        CHECKPOINTS,
-        variants=(0,),
-        desc="pretrain",
-    )
-    if not PartialState().is_main_process:  # under DDP one process writes the model
-        return
+    is_main = is_main_process()  # under DDP one process logs and writes the model
+    with tracking.stage_run("pretrain", params) if is_main else contextlib.nullcontext():
+        metric_log = tracking.MetricLogger()
+        params_list = list(denoiser.parameters())
+        history = train(
+            denoiser, params_list, CachedClips(CACHE), params.pretrain, CHECKPOINTS, (0,), "pretrain", metric_log
+        )
+        if is_main:
+            metric_log.flush(history)
+            save(codec, transformer, condition_encoder, params, history)
+
+
+def save(codec, transformer, condition_encoder, params: Params, history: list[dict]) -> None:
+    import mlflow
+
     pipe = assemble(codec, transformer, condition_encoder)
     with atomic_dir(OUT_DIR) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -56,6 +61,8 @@ def run(params: Params) -> None:
         {"steps": params.pretrain.steps, "final_loss": history[-1]["loss"], "first_loss": history[0]["loss"]},
     )
     write_loss_csv("metrics/pretrain_loss.csv", history)
+    mlflow.log_metrics({"final_loss": history[-1]["loss"], "first_loss": history[0]["loss"]})
+    mlflow.log_artifact("metrics/pretrain_loss.csv")
     log.info("pretrain: loss %.4f → %.4f, base model in %s", history[0]["loss"], history[-1]["loss"], OUT_DIR)
 
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from accelerate.utils import parse_flag_from_env
 from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file
 from torch import nn
@@ -98,9 +99,7 @@ class Denoiser(nn.Module):
         states, losses = batch["text_states"], {}
         if self.prompt_head is not None:
             emb = batch["embedding"]
-            mu = emb + self.prompt_head.mean_head(emb)
-            logvar = self.prompt_head.logvar_head(emb).clamp(-10, 4)
-            z = mu + torch.exp(0.5 * logvar) * batch["eps"]  # reparameterisation
+            z, mu, logvar = self.prompt_head(emb, batch["eps"])
             states = self.prompt_head.condition(states, z)
             losses["kl"] = self.prompt_head.kl(emb, mu, logvar)
             losses["planner"] = self.planner.loss(self.planner(z), self.planner.targets(batch["bpm"], batch["major"]))
@@ -172,6 +171,12 @@ def make_batch(
 
 def _to(batch: dict, device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def is_main_process() -> bool:
+    """Whether this is rank 0. The distributed state is a process-wide singleton that the first caller
+    configures, so build it as Accelerator would (ACCELERATE_USE_CPU selects DDP on gloo)."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).is_main_process
 
 
 def train(

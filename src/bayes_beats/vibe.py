@@ -30,13 +30,14 @@ class VariationalPromptHead(ModelMixin, ConfigMixin):
         nn.init.constant_(self.logvar_head[-1].bias, init_logvar)
         nn.init.zeros_(self.logvar_head[-1].weight)
 
-    def forward(self, embedding: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None):
-        """[batch, dim] → (z, mu, logvar); z = mu when temperature is 0."""
+    def forward(self, embedding: torch.Tensor, eps: torch.Tensor | None = None, temperature: float = 1.0):
+        """[batch, dim] → (z, mu, logvar) with z = mu + temperature * sigma * eps (reparameterisation).
+
+        `eps` comes from the caller (seeded per step or per request); None or temperature 0 gives z = mu."""
         mu = embedding + self.mean_head(embedding)
         logvar = self.logvar_head(embedding).clamp(-10, 4)
-        if temperature == 0:
+        if eps is None or temperature == 0:
             return mu, mu, logvar
-        eps = torch.randn(mu.shape, generator=generator, device="cpu" if generator is None else generator.device)
         return mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu), mu, logvar
 
     def kl(self, embedding: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
