@@ -4,6 +4,7 @@ the MTG-Jamendo layout → data/raw/autotagging_moodtheme.tsv, data/raw/NN/<id>.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from bayes_beats.moods import TAG_PREFIX
 from bayes_beats.synth import plan_track, render_track
 
 log = logging.getLogger(__name__)
+# spawn, not fork: a forked child of a process that already runs torch/OpenMP threads can die at random
+SPAWN = multiprocessing.get_context("spawn")
 OUT_DIR = Path("data/raw")
 TSV_NAME = "autotagging_moodtheme.tsv"
 SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "mp3": "MPEG_LAYER_III", "ogg": "VORBIS"}
@@ -67,7 +70,7 @@ def generate(params: CorpusParams, out_dir: Path) -> pd.DataFrame:
     """Write the corpus into `out_dir` (replaced atomically) and return its ground truth."""
     with atomic_dir(out_dir) as tmp:
         jobs = [(i, params, tmp) for i in range(params.n_tracks)]
-        with ProcessPoolExecutor(params.workers) as pool:
+        with ProcessPoolExecutor(params.workers, mp_context=SPAWN) as pool:
             rows = list(tqdm(pool.map(_make_track, jobs, chunksize=8), total=len(jobs), desc="corpus", unit="track"))
         truth = pd.DataFrame(rows)
         _write_tsv(tmp / TSV_NAME, rows, TAG_PREFIX, lambda r: r["tags"].split(","))

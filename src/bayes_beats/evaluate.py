@@ -54,12 +54,15 @@ def eval_set(params: Params) -> pd.DataFrame:
 
 
 def vibe_metrics(valence, arousal, feats: list[dict], plans: list[tuple[float, str]]) -> dict:
+    """Does the generated audio follow the prompts' intended valence/arousal? End to end, and split into
+    the planner (vibe → metas) and the renderer (metas → audio)."""
     valence, arousal = np.asarray(valence), np.asarray(arousal)
     bpm = np.array([f["bpm"] for f in feats])
     folded = np.where(bpm > 150, bpm / 2, np.where(bpm < 60, bpm * 2, bpm))
     major = np.array([f["mode"] == "major" for f in feats])
     clear = np.abs(valence) >= 0.5
     planned_bpm = np.array([b for b, _ in plans])
+    planned_major = np.array([k.endswith("major") for _, k in plans])
 
     def rho(a, b) -> float:
         return round(float(spearmanr(a, b).statistic), 3)
@@ -71,7 +74,10 @@ def vibe_metrics(valence, arousal, feats: list[dict], plans: list[tuple[float, s
         "rho_arousal_energy": rho(arousal, [f["onset_rate"] for f in feats]),
         "rho_arousal_brightness": rho(arousal, [f["centroid_hz"] for f in feats]),
         "mode_accuracy_clear_valence": round(float((major[clear] == (valence[clear] > 0)).mean()), 3),
+        "planner_rho_arousal_bpm": rho(arousal, planned_bpm),
+        "planner_mode_accuracy_clear_valence": round(float((planned_major[clear] == (valence[clear] > 0)).mean()), 3),
         "renderer_tempo_within_8pct": round(float((np.abs(folded / planned_bpm - 1) < 0.08).mean()), 3),
+        "renderer_mode_follows_plan": round(float((major == planned_major).mean()), 3),
     }
 
 

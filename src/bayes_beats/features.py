@@ -4,6 +4,7 @@ rate, chroma and MFCC summaries → data/features/features.parquet. Parallel ove
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from bayes_beats.skips import SkipLog
 from bayes_beats.synth import PITCH_CLASSES
 
 log = logging.getLogger(__name__)
+# spawn, not fork: a forked child of a process that already runs torch/OpenMP threads can die at random
+SPAWN = multiprocessing.get_context("spawn")
 OUT_DIR = Path("data/features")
 
 # Temperley's (1999) Kostka–Payne key profiles, tonic first. On the synth corpus they gave mode 98.7 %
@@ -100,7 +103,7 @@ def compute(manifest: pd.DataFrame, sr: int, params: FeaturesParams, skips: Skip
     """Features of every clip in the manifest (columns clip_id, path), `params.workers` processes."""
     jobs = [(row.clip_id, str(row.path), sr, params) for row in manifest.itertuples()]
     rows = []
-    with ProcessPoolExecutor(params.workers, initializer=_warm_up, initargs=(sr, params)) as pool:
+    with ProcessPoolExecutor(params.workers, mp_context=SPAWN, initializer=_warm_up, initargs=(sr, params)) as pool:
         results = pool.map(_extract_clip, jobs, chunksize=4)
         for clip_id, feats, reason, detail in tqdm(results, total=len(jobs), desc="features", unit="clip"):
             if feats is None:
