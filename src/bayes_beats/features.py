@@ -103,6 +103,9 @@ def compute(manifest: pd.DataFrame, sr: int, params: FeaturesParams, skips: Skip
     """Features of every clip in the manifest (columns clip_id, path), `params.workers` processes."""
     jobs = [(row.clip_id, str(row.path), sr, params) for row in manifest.itertuples()]
     rows = []
+    # compile librosa's numba kernels here first: numba writes its on-disk cache on first use, and workers
+    # compiling at the same moment on a fresh install wrote a corrupt cache that later segfaulted
+    _warm_up(sr, params)
     with ProcessPoolExecutor(params.workers, mp_context=SPAWN, initializer=_warm_up, initargs=(sr, params)) as pool:
         results = pool.map(_extract_clip, jobs, chunksize=4)
         for clip_id, feats, reason, detail in tqdm(results, total=len(jobs), desc="features", unit="clip"):
