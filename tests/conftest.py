@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bayes_beats import corpus
-from bayes_beats.config import CorpusParams, Params
+# before anything imports huggingface_hub (it reads these once): no hub retries, no gRPC layout lookups
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+from bayes_beats import corpus  # noqa: E402
+from bayes_beats.config import CorpusParams, Params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ STAGES = (
     "clap",
     "evaluate",
     "register",
+    "package",
 )
 
 

@@ -161,6 +161,7 @@ class EvalParams(Section):
     backend: Literal["local", "laion"] = "local"  # local = the `clap` stage's model, reported as clap_local
     clap_checkpoint: str = ""  # laion: path to a laion-clap checkpoint (.pt)
     laion_audio_model: Literal["HTSAT-tiny", "HTSAT-base"] = "HTSAT-tiny"
+    laion_text_model: Literal["roberta", "transformer"] = "roberta"  # released checkpoints use roberta
     validation_prompts: int = Field(24, ge=0)
     seconds: float = Field(10.0, gt=0)
     seed: int = 0
@@ -174,6 +175,11 @@ class PromoteParams(Section):
     metric: str = "clap_local"  # from metrics/eval.json's finetuned section; higher is better
     min_delta: float = Field(0.0, ge=0)
     floors: dict[str, float] = {}  # metric: lowest acceptable value, all must hold
+
+
+class PackageParams(Section):
+    alias: str = "champion"  # the registry alias that gets packaged
+    bento_model: str = "bayes-beats"  # name in the BentoML model store (serving loads `<name>:latest`)
 
 
 class Params(Section):
@@ -192,6 +198,7 @@ class Params(Section):
     clap: ClapParams = ClapParams()
     eval: EvalParams = EvalParams()
     promote: PromoteParams = PromoteParams()
+    package: PackageParams = PackageParams()
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from bayes_beats import tracking
-from bayes_beats.atomic import atomic_dir, write_json, write_text
+from bayes_beats.atomic import atomic_dir, atomic_path, write_json, write_text
 from bayes_beats.audio import write_wav
 from bayes_beats.config import Params
 from bayes_beats.features import extract
@@ -167,7 +167,7 @@ def run(params: Params) -> None:
 
     ep = params.eval
     with tracking.stage_run("evaluate", params):
-        scorer = load_scorer(ep.backend, ep.clap_checkpoint, ep.laion_audio_model)
+        scorer = load_scorer(ep.backend, ep.clap_checkpoint, ep.laion_audio_model, ep.laion_text_model)
         prompts = eval_set(params)
         results, per_mood, samples = {}, [], {}
         for name, model_dir in MODELS.items():
@@ -184,11 +184,13 @@ def run(params: Params) -> None:
                 for i in range(min(ep.samples, len(audio))):
                     write_wav(tmp / f"{name}_{i}.wav", audio[-1 - i], sr)  # the last prompts: scene captions
             (tmp / "prompts.json").write_text(json.dumps(list(prompts["prompt"])[-ep.samples :][::-1]))
-            spectrogram_grid(samples, sr, tmp / "spectrograms.png", ep.samples)
+        with atomic_path("metrics/eval_spectrograms.png") as png:  # a DVC image plot: base row vs finetuned row
+            spectrogram_grid(samples, sr, png, ep.samples)
         flat = tracking.flatten(results)
         mlflow.log_metrics({k: float(v) for k, v in flat.items() if v not in ("None", "nan")})
         mlflow.log_artifacts("reports/eval", artifact_path="eval")  # WAVs play in the MLflow UI
         mlflow.log_artifact("metrics/eval_per_mood.csv")
+        mlflow.log_artifact("metrics/eval_spectrograms.png")
     log.info("evaluate: %s", json.dumps(results))
 
 
@@ -207,5 +209,5 @@ def spectrogram_grid(samples: dict[str, list], sr: int, png: Path, n: int) -> No
             axes[row, col].set_title(f"{name} #{col}", fontsize=8)
             axes[row, col].axis("off")
     fig.tight_layout()
-    fig.savefig(png, dpi=80)
+    fig.savefig(png, dpi=80, format="png")
     plt.close(fig)

@@ -131,7 +131,7 @@ class Generator:
         self,
         prompts: list[str],
         duration_s: float,
-        seed: int,
+        seed: int | list[int],
         num_variations: int = 1,
         temperature: float = 1.0,
         bpm: float | None = None,
@@ -143,8 +143,11 @@ class Generator:
         All prompts and variations go through the pipeline as one batch; each item's randomness comes
         from (seed, variation) alone, so a request's audio does not depend on what it was batched with."""
         self._validate(prompts, duration_s, num_variations, temperature, bpm, keyscale)
+        per_prompt = seed if isinstance(seed, list) else [seed] * len(prompts)  # a list: one seed per prompt
+        if len(per_prompt) != len(prompts):
+            raise ValueError(f"got {len(per_prompt)} seeds for {len(prompts)} prompts")
         batch = [p for p in prompts for _ in range(num_variations)]
-        seeds = [seed * 1000 + j for _ in prompts for j in range(num_variations)]
+        seeds = [s * 1000 + j for s in per_prompt for j in range(num_variations)]
         self.pipe.plan = self.plan(batch, seeds, temperature, bpm, keyscale)
         try:
             generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]

@@ -6,7 +6,6 @@ serving loads next (`models:/bayes-beats@champion`)."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from importlib.metadata import requires
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import soundfile as sf
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
@@ -22,18 +20,13 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from bayes_beats import tracking
+from bayes_beats.api import wav_bytes
 from bayes_beats.atomic import write_json
 from bayes_beats.config import Params, PromoteParams
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "bayes-beats"
 MODEL_DIR = Path("models/finetuned")
-
-
-def wav_bytes(audio, sample_rate: int) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, audio.T, sample_rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
 
 
 class BayesBeatsModel(PythonModel):

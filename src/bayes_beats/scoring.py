@@ -21,7 +21,7 @@ class Scorer(Protocol):
 
 def windows(audio: np.ndarray, size: int) -> np.ndarray:
     """Mono audio → [n, size] consecutive windows; the tail is kept when at least half a window, zero-padded."""
-    n = max(1, int(np.ceil((len(audio) - size / 2) / size)))
+    n = max(1, (len(audio) + size // 2) // size)
     padded = np.zeros(n * size, dtype=np.float32)
     padded[: min(len(audio), n * size)] = audio[: n * size]
     return padded.reshape(n, size)
@@ -79,12 +79,13 @@ class LaionClapScorer:
     def __init__(self, checkpoint: str | Path, audio_model: str = "HTSAT-tiny", text_model: str = "roberta") -> None:
         import laion_clap
 
+        self.text_model = text_model
         self.model = laion_clap.CLAP_Module(enable_fusion=False, amodel=audio_model, tmodel=text_model)
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         state = state.get("state_dict", state)
         state = {k.removeprefix("module."): v for k, v in state.items()}
         state.pop("text_branch.embeddings.position_ids", None)  # absent from recent transformers' RoBERTa
-        self.model.model.load_state_dict(state, strict=False)
+        self.model.model.load_state_dict(state, strict=True)  # a wrong audio_model fails here, loudly
         self.model.eval()
 
     @torch.no_grad()
@@ -101,14 +102,22 @@ class LaionClapScorer:
 
     @torch.no_grad()
     def embed_text(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.model.get_text_embedding(texts, use_tensor=False))
+        if self.text_model == "roberta":
+            return np.asarray(self.model.get_text_embedding(texts, use_tensor=False))
+        from laion_clap.clap_module import tokenize
+
+        # the 'transformer' branch takes CLIP token ids as a tensor; CLAP_Module's helper only handles dicts
+        embedding = self.model.model.encode_text(tokenize(texts), device="cpu")
+        return torch.nn.functional.normalize(embedding, dim=-1).numpy()
 
 
-def load_scorer(backend: str, checkpoint: str = "", audio_model: str = "HTSAT-tiny") -> Scorer:
+def load_scorer(
+    backend: str, checkpoint: str = "", audio_model: str = "HTSAT-tiny", text_model: str = "roberta"
+) -> Scorer:
     if backend == "local":
         return LocalClapScorer()
     if not checkpoint or not Path(checkpoint).is_file():
         raise FileNotFoundError(
             f"eval.clap_checkpoint={checkpoint!r}: the laion backend needs a local laion-clap checkpoint"
         )
-    return LaionClapScorer(checkpoint, audio_model)
+    return LaionClapScorer(checkpoint, audio_model, text_model)

@@ -1,0 +1,209 @@
+"""Typed view of params.yaml: parsed once, one frozen pydantic model per section.
+
+`extra="forbid"` turns a typo in params.yaml into an error naming the key instead of a silent default.
+Stage code receives its typed section; nothing deeper reads the YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Section):
+    source: Literal["synth", "jamendo", "gcs"] = "synth"
+    # synth: where `corpus` writes; jamendo: a local MTG-Jamendo directory; gcs: gs://bucket/prefix
+    path: str = "data/raw"
+    tsv: str = "autotagging_moodtheme.tsv"
+    cache_dir: str = "data/cache"  # gcs downloads land here, keyed by object path
+    gcs_retry_deadline_s: float = Field(120.0, gt=0)  # transient 5xx/timeouts retried with backoff until then
+    gcs_timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> DataParams:
+        if (self.source == "gcs") != self.path.startswith("gs://"):
+            raise ValueError(f"data.source={self.source!r} does not match data.path={self.path!r}")
+        return self
+
+
+class CorpusParams(Section):
+    n_tracks: int = Field(640, ge=1)
+    track_seconds: float = Field(16.0, ge=2, le=600)
+    sample_rate: int = Field(22050, ge=8000, le=96000)
+    format: Literal["wav", "flac", "mp3", "ogg"] = "flac"
+    seed: int = 7
+    workers: int = Field(2, ge=1)
+
+
+class SampleParams(Section):
+    n_tracks: int = Field(480, ge=1)
+    clips_per_track: int = Field(2, ge=1)
+    clip_seconds: float = Field(10.0, gt=0, le=120)
+    sample_rate: int = Field(22050, ge=8000, le=96000)
+    target_lufs: float = Field(-18.0, ge=-60, le=0)
+    peak_dbfs: float = Field(-1.0, ge=-20, le=0)
+    silence_lufs: float = -60.0  # crops quieter than this carry no music: skipped as "silent"
+    tags: list[str] = []  # keep only tracks with at least one of these tags; empty keeps all
+    max_track_seconds: float = Field(1200.0, gt=0)
+    seed: int = 42
+
+
+class FeaturesParams(Section):
+    workers: int = Field(2, ge=1)
+    hop_length: int = Field(512, ge=64)
+    n_mfcc: int = Field(13, ge=1, le=40)
+    chroma_n_fft: int = Field(4096, ge=512)  # 5.4 Hz bins at 22.05 kHz: semitones resolved down to ~90 Hz
+
+
+class LabelsParams(Section):
+    # arousal/valence above +threshold or below -threshold get a vibe word; in between is "neutral"
+    vibe_threshold: float = Field(0.2, ge=0, le=1)
+    bright_centroid_hz: float = 2200.0
+    dark_centroid_hz: float = 1200.0
+    busy_onsets_per_s: float = 4.0
+    sparse_onsets_per_s: float = 2.0
+
+
+class DatasetParams(Section):
+    validation_fraction: float = Field(0.1, ge=0, lt=0.5)
+    test_fraction: float = Field(0.1, ge=0, lt=0.5)
+    seed: int = 42
+
+
+class DataQualityParams(Section):
+    columns: list[str] = ["bpm", "loudness_lufs", "rms_db", "centroid_hz", "onset_rate", "mode_confidence"]
+
+
+class CodecParams(Section):
+    n_bands: int = Field(96, ge=16, le=256)  # ≈ 1 semitone a band between fmin and fmax
+    fmin: float = Field(50.0, gt=0)
+    fmax: float = Field(11025.0, gt=0)
+    n_fft: int = Field(2048, ge=256)
+    griffin_lim_iters: int = Field(32, ge=1, le=256)
+    stats_clips: int = Field(200, ge=1)  # training clips used for the per-band normalisation statistics
+    eval_clips: int = Field(48, ge=1)  # validation clips for the round-trip report
+
+
+class ModelParams(Section):
+    profile: Literal["tiny", "acestep15"] = "tiny"
+    checkpoint_dir: str = ""  # acestep15: a local AceStepPipeline directory in diffusers format (or gs://)
+    allow_download: bool = False  # the only switch that lets code reach a model hub
+    device: str = "auto"  # auto = cuda when present
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    cpu_offload: bool = False
+    hidden_size: int = Field(256, ge=32)  # tiny DiT and condition encoder
+    num_layers: int = Field(4, ge=1)
+    head_dim: int = Field(64, ge=8)
+    num_inference_steps: int = Field(8, ge=1, le=200)
+    shift: float = Field(3.0, gt=0)
+    min_seconds: float = Field(1.0, gt=0)
+    max_seconds: float = Field(30.0, gt=0)
+    max_prompt_chars: int = Field(500, ge=1)
+    seed: int = 0
+
+
+class EncodeParams(Section):
+    batch_size: int = Field(32, ge=1)
+
+
+class TrainParams(Section):
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(16, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "cosine"
+    lr_warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    crop_seconds: float = Field(6.0, gt=0)
+    logit_mean: float = 0.0  # logit-normal timestep sampling (SD3)
+    logit_std: float = Field(1.0, gt=0)
+    checkpointing_steps: int = Field(100, ge=1)
+    checkpoints_total_limit: int = Field(2, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+
+
+class PretrainParams(TrainParams):
+    pass
+
+
+class FinetuneParams(TrainParams):
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ["to_q", "to_k", "to_v", "to_out.0"]
+    kl_weight: float = Field(0.01, ge=0)
+    prior_std: float = Field(0.5, gt=0)
+    planner_weight: float = Field(1.0, ge=0)
+
+
+class ClapParams(Section):
+    embed_dim: int = Field(256, ge=16)
+    steps: int = Field(400, ge=1)
+    batch_size: int = Field(64, ge=2)
+    learning_rate: float = Field(1e-3, gt=0)
+    crop_seconds: float = Field(5.0, gt=0)
+    seed: int = 0
+
+
+class EvalParams(Section):
+    backend: Literal["local", "laion"] = "local"  # local = the `clap` stage's model, reported as clap_local
+    clap_checkpoint: str = ""  # laion: path to a laion-clap checkpoint (.pt)
+    laion_audio_model: Literal["HTSAT-tiny", "HTSAT-base"] = "HTSAT-tiny"
+    laion_text_model: Literal["roberta", "transformer"] = "roberta"  # released checkpoints use roberta
+    validation_prompts: int = Field(24, ge=0)
+    seconds: float = Field(10.0, gt=0)
+    seed: int = 0
+    num_variations: int = Field(4, ge=2)
+    temperature: float = Field(1.0, gt=0)
+    diversity_prompts: int = Field(6, ge=1)
+    samples: int = Field(4, ge=1)
+
+
+class PromoteParams(Section):
+    metric: str = "clap_local"  # from metrics/eval.json's finetuned section; higher is better
+    min_delta: float = Field(0.0, ge=0)
+    floors: dict[str, float] = {}  # metric: lowest acceptable value, all must hold
+
+
+class PackageParams(Section):
+    alias: str = "champion"  # the registry alias that gets packaged
+    bento_model: str = "bayes-beats"  # name in the BentoML model store (serving loads `<name>:latest`)
+
+
+class Params(Section):
+    data: DataParams = DataParams()
+    corpus: CorpusParams = CorpusParams()
+    sample: SampleParams = SampleParams()
+    features: FeaturesParams = FeaturesParams()
+    labels: LabelsParams = LabelsParams()
+    dataset: DatasetParams = DatasetParams()
+    data_quality: DataQualityParams = DataQualityParams()
+    codec: CodecParams = CodecParams()
+    model: ModelParams = ModelParams()
+    encode: EncodeParams = EncodeParams()
+    pretrain: PretrainParams = PretrainParams()
+    finetune: FinetuneParams = FinetuneParams()
+    clap: ClapParams = ClapParams()
+    eval: EvalParams = EvalParams()
+    promote: PromoteParams = PromoteParams()
+    package: PackageParams = PackageParams()
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return Params.model_validate(raw)

@@ -1,0 +1,160 @@
+"""`finetune` stage: LoRA (peft) on the DiT plus the variational prompt layer and the planner, trained on
+the vibe captions and measured metas → models/finetuned/ (base, LoRA adapter, heads, model_card.json).
+
+Frozen: text encoder and codec (their outputs are read from data/encoded), the condition encoder and
+the DiT's own weights. Trained: the LoRA matrices, the variational head, the planner."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+from diffusers import AceStepConditionEncoder, AceStepTransformer1DModel
+from peft import LoraConfig, get_peft_model_state_dict
+
+from bayes_beats import tracking
+from bayes_beats.atomic import atomic_dir, write_json
+from bayes_beats.config import Params
+from bayes_beats.model import VibePipeline, resolve_base
+from bayes_beats.pretrain import write_loss_csv
+from bayes_beats.train import CachedClips, Denoiser, is_main_process, load_cache, train
+from bayes_beats.vibe import VariationalPromptHead, VibePlanner
+
+log = logging.getLogger(__name__)
+OUT_DIR = Path("models/finetuned")
+CHECKPOINTS = Path("checkpoints/finetune")
+CACHE = Path("data/encoded/train.safetensors")
+CAPTION_DESIGN = (
+    "Base (pretrain): captions name genre, instruments and rhythmic texture only, e.g. 'lo-fi hip hop with "
+    "piano and warm pad, steady rhythm', never a mood word; metas (bpm, key) and the per-frame sketch carry "
+    "tempo and harmony. LoRA (finetune): vibe captions built from the mood tags and measured features "
+    "('melancholic, sad, slow and dark-toned piano lo-fi hip hop in A minor at 68 BPM, lonely') and two "
+    "paraphrases without numbers; the planner learns vibe → tempo and mode from them."
+)
+
+
+def frame_rate_of(base: Path) -> float:
+    vae = json.loads((base / "vae" / "config.json").read_text())
+    return vae["sampling_rate"] / math.prod(vae["downsampling_ratios"])
+
+
+def dataset_hash() -> str | None:
+    """The DVC hash of data/dataset as recorded in dvc.lock (None outside a DVC run)."""
+    if not Path("dvc.lock").is_file():
+        return None
+    lock = yaml.safe_load(Path("dvc.lock").read_text())
+    outs = lock.get("stages", {}).get("dataset", {}).get("outs", [])
+    return next((o.get("md5") for o in outs if o.get("path") == "data/dataset"), None)
+
+
+def run(params: Params) -> None:
+    torch.set_num_threads(2)
+    fp = params.finetune
+    torch.manual_seed(fp.seed)  # LoRA and head initialisation: the same on every (re)run
+    base = resolve_base()
+    transformer = AceStepTransformer1DModel.from_pretrained(base, subfolder="transformer", local_files_only=True)
+    condition_encoder = AceStepConditionEncoder.from_pretrained(
+        base, subfolder="condition_encoder", local_files_only=True
+    )
+    transformer.requires_grad_(False)
+    condition_encoder.requires_grad_(False)
+    lora_config = LoraConfig(
+        r=fp.lora_rank,
+        lora_alpha=fp.lora_alpha,
+        lora_dropout=fp.lora_dropout,
+        target_modules=list(fp.target_modules),
+        init_lora_weights=True,
+    )
+    transformer.add_adapter(lora_config)
+    cache, _ = load_cache(CACHE)
+    log_bpm = cache["bpm"].log()
+    text_dim = cache["embeddings"].shape[-1]
+    prompt_head = VariationalPromptHead(embed_dim=text_dim, prior_std=fp.prior_std)
+    planner = VibePlanner(
+        embed_dim=text_dim,
+        log_bpm_mean=float(log_bpm.mean()),
+        log_bpm_std=float(log_bpm.std()),
+        default_bpm=float(cache["bpm"].median()),
+    )
+    del cache
+    denoiser = Denoiser(
+        transformer,
+        condition_encoder,
+        frame_rate_of(base),
+        prompt_head,
+        planner,
+        kl_weight=fp.kl_weight,
+        planner_weight=fp.planner_weight,
+    )
+    trainable = (
+        [p for p in transformer.parameters() if p.requires_grad]
+        + list(prompt_head.parameters())
+        + list(planner.parameters())
+    )
+    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    is_main = is_main_process()  # under DDP one process logs and writes the model
+    with tracking.stage_run("finetune", params) if is_main else contextlib.nullcontext():
+        metric_log = tracking.MetricLogger()
+        history = train(denoiser, trainable, CachedClips(CACHE), fp, CHECKPOINTS, (1, 2, 3), "finetune", metric_log)
+        if is_main:
+            metric_log.flush(history)
+            save(params, base, transformer, lora_config, prompt_head, planner, history)
+
+
+def save(params: Params, base: Path, transformer, lora_config, prompt_head, planner, history: list[dict]) -> None:
+    """models/finetuned/ (atomically), metrics, and the same as MLflow artifacts of the active run."""
+    import mlflow
+
+    fp = params.finetune
+    metrics = {
+        "steps": fp.steps,
+        "first_loss": history[0]["loss"],
+        "final_loss": history[-1]["loss"],
+        "final_flow": history[-1]["flow"],
+        "final_kl": history[-1]["kl"],
+        "final_planner": history[-1]["planner"],
+    }
+    with atomic_dir(OUT_DIR) as tmp:
+        if params.model.profile == "tiny":  # self-contained: the base travels with the adapter
+            shutil.copytree(base, tmp / "base", copy_function=_link_or_copy)
+        else:  # a 4 GB checkpoint is referenced, not copied
+            (tmp / "base.json").write_text(json.dumps({"checkpoint_dir": str(base)}))
+        VibePipeline.save_lora_weights(
+            tmp / "lora",
+            transformer_lora_layers=get_peft_model_state_dict(transformer),
+            transformer_lora_adapter_metadata=lora_config.to_dict(),
+        )
+        prompt_head.save_pretrained(tmp / "prompt_head")
+        planner.save_pretrained(tmp / "planner")
+        card = {
+            "name": "bayes-beats",
+            "profile": params.model.profile,
+            "base": str(base),
+            "dataset_md5": dataset_hash(),
+            "caption_design": CAPTION_DESIGN,
+            "params": {"model": params.model.model_dump(), "finetune": fp.model_dump()},
+            "metrics": metrics,
+        }
+        (tmp / "model_card.json").write_text(json.dumps(card, indent=2))
+    write_json("metrics/finetune.json", metrics)
+    write_loss_csv("metrics/finetune_loss.csv", history)
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    for part in ("lora", "prompt_head", "planner"):
+        mlflow.log_artifacts(str(OUT_DIR / part), artifact_path=part)
+    mlflow.log_artifact(str(OUT_DIR / "model_card.json"))
+    mlflow.log_artifact("metrics/finetune_loss.csv")
+    log.info("finetune: %s, model in %s", metrics, OUT_DIR)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,168 @@
+"""The Python API used by evaluation and serving: `load_generator(model_dir).generate(...)`."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bayes_beats.config import ModelParams
+from bayes_beats.model import Plan, VibePipeline
+from bayes_beats.sketch import parse_keyscale
+from bayes_beats.synth import PITCH_CLASSES
+
+
+class ModelError(Exception):
+    """A model directory that is missing, incomplete or unreadable."""
+
+
+def _pick_device(name: str) -> tuple[str, torch.dtype]:
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    return device, torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def load_generator(model_dir: str | Path, device: str = "auto") -> Generator:
+    """Load a base (`models/base`) or fine-tuned (`models/finetuned`) model directory."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(f"model directory not found: {model_dir}")
+    card = json.loads((model_dir / "model_card.json").read_text()) if (model_dir / "model_card.json").is_file() else {}
+    if (model_dir / "base").is_dir():
+        base = model_dir / "base"
+    elif (model_dir / "base.json").is_file():
+        base = Path(json.loads((model_dir / "base.json").read_text())["checkpoint_dir"])
+    elif (model_dir / "model_index.json").is_file():
+        base = model_dir
+    else:
+        raise ModelError(f"{model_dir} is not a model directory: no model_index.json, base/ or base.json")
+    device, dtype = _pick_device(device)
+    try:
+        pipe = VibePipeline.from_pretrained(base, local_files_only=True, torch_dtype=dtype)
+        if (model_dir / "lora").is_dir():
+            pipe.load_lora_weights(model_dir / "lora")
+        if (model_dir / "prompt_head").is_dir():
+            from bayes_beats.vibe import VariationalPromptHead, VibePlanner
+
+            pipe.register_modules(
+                prompt_head=VariationalPromptHead.from_pretrained(model_dir / "prompt_head"),
+                planner=VibePlanner.from_pretrained(model_dir / "planner"),
+            )
+    except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as err:
+        raise ModelError(f"cannot load the model in {model_dir}: {err}") from err
+    pipe.set_progress_bar_config(disable=True)
+    params = ModelParams.model_validate(card.get("params", {}).get("model", {}))
+    if params.cpu_offload and device.startswith("cuda"):
+        pipe.enable_model_cpu_offload()  # components visit the GPU one at a time: for small cards
+    else:
+        pipe.to(device)
+    return Generator(pipe, params, card)
+
+
+class Generator:
+    def __init__(self, pipe: VibePipeline, params: ModelParams, card: dict | None = None) -> None:
+        self.pipe, self.params, self.card = pipe, params, card or {}
+        self.sample_rate = pipe.sample_rate
+        self.last_plans: list[tuple[float, str]] = []
+
+    def _validate(
+        self,
+        prompts: list[str],
+        duration_s: float,
+        num_variations: int,
+        temperature: float,
+        bpm: float | None,
+        keyscale: str | None,
+    ) -> None:
+        if not prompts or not isinstance(prompts, list):
+            raise ValueError("prompts must be a non-empty list of strings")
+        for prompt in prompts:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError("every prompt must be a non-empty string")
+            if len(prompt) > self.params.max_prompt_chars:
+                raise ValueError(f"prompt longer than {self.params.max_prompt_chars} characters ({len(prompt)})")
+        if not self.params.min_seconds <= duration_s <= self.params.max_seconds:
+            raise ValueError(
+                f"duration_s must be within [{self.params.min_seconds}, {self.params.max_seconds}] "
+                f"for the {self.params.profile} profile, got {duration_s}"
+            )
+        if not 1 <= num_variations <= 16:
+            raise ValueError(f"num_variations must be within [1, 16], got {num_variations}")
+        if not 0 <= temperature <= 5:
+            raise ValueError(f"temperature must be within [0, 5], got {temperature}")
+        if bpm is not None and not 30 <= bpm <= 300:
+            raise ValueError(f"bpm must be within [30, 300], got {bpm}")
+        if keyscale is not None:
+            parse_keyscale(keyscale)
+
+    def plan(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        temperature: float,
+        bpm: float | None,
+        keyscale: str | None,
+    ) -> Plan:
+        """Metas per item: the planner's (on a variational sample) unless the caller fixed them."""
+        pipe, z = self.pipe, None
+        # the tonic carries no mood: drawn per (prompt, seed), so different prompts get different keys
+        rngs = [np.random.default_rng([s, zlib.crc32(p.encode())]) for s, p in zip(seeds, prompts, strict=True)]
+        if pipe.prompt_head is not None:
+            embedding = pipe.embed(prompts).to(pipe.prompt_head.dtype)
+            eps = torch.stack(
+                [torch.randn(embedding.shape[1], generator=torch.Generator().manual_seed(s)) for s in seeds]
+            )
+            z = pipe.prompt_head(embedding, eps, temperature)[0].detach()
+            planned = pipe.planner.decode(pipe.planner(z).float())
+        else:  # a base model has no planner: a neutral plan, mode by seed
+            default = 100.0
+            planned = [(default, bool(rng.random() < 0.5)) for rng in rngs]
+        bpms = [float(bpm) if bpm is not None else b for b, _ in planned]
+        keys = [
+            keyscale or f"{PITCH_CLASSES[int(rng.integers(12))]} {'major' if major else 'minor'}"
+            for rng, (_, major) in zip(rngs, planned, strict=True)
+        ]
+        return Plan(bpms, keys, z)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[str],
+        duration_s: float,
+        seed: int | list[int],
+        num_variations: int = 1,
+        temperature: float = 1.0,
+        bpm: float | None = None,
+        keyscale: str | None = None,
+        output_type: str = "np",
+    ) -> list[list[np.ndarray]]:
+        """→ result[i][j]: prompt i, variation j, float32 [channels, samples] at `self.sample_rate`.
+
+        All prompts and variations go through the pipeline as one batch; each item's randomness comes
+        from (seed, variation) alone, so a request's audio does not depend on what it was batched with."""
+        self._validate(prompts, duration_s, num_variations, temperature, bpm, keyscale)
+        per_prompt = seed if isinstance(seed, list) else [seed] * len(prompts)  # a list: one seed per prompt
+        if len(per_prompt) != len(prompts):
+            raise ValueError(f"got {len(per_prompt)} seeds for {len(prompts)} prompts")
+        batch = [p for p in prompts for _ in range(num_variations)]
+        seeds = [s * 1000 + j for s in per_prompt for j in range(num_variations)]
+        self.pipe.plan = self.plan(batch, seeds, temperature, bpm, keyscale)
+        try:
+            generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+            out = self.pipe(
+                prompt=batch,
+                lyrics=["[instrumental]"] * len(batch),
+                audio_duration=duration_s,
+                num_inference_steps=self.params.num_inference_steps,
+                guidance_scale=1.0,
+                shift=self.params.shift,
+                generator=generators,
+                output_type="latent" if output_type == "latent" else "pt",
+            ).audios
+            self.last_plans = list(zip(self.pipe.plan.bpm, self.pipe.plan.keyscale, strict=True))
+        finally:
+            self.pipe.plan = None
+        arrays = [a.float().cpu().numpy() for a in out]
+        return [arrays[i * num_variations : (i + 1) * num_variations] for i in range(len(prompts))]

@@ -1,0 +1,94 @@
+"""The MTG-Jamendo mood/theme vocabulary and its place on Russell's valence–arousal circumplex.
+
+Each tag gets a (valence, arousal) pair in [-1, 1]. The numbers are hand placements on the circumplex,
+guided by the affective norms of Warriner, Kuperman & Brysbaert (2013) for the tag word and by how the
+tag is used for production music (e.g. "trailer" is loud and tense, "background" is unobtrusive).
+A track's valence/arousal is the mean over its known tags. The same table drives the synthetic corpus
+and labels real data, so the dataset's valence/arousal always mean the same thing.
+"""
+
+from __future__ import annotations
+
+TAG_PREFIX = "mood/theme---"
+
+# tag: (valence, arousal)
+MOOD_VA: dict[str, tuple[float, float]] = {
+    "action": (0.3, 0.8),
+    "adventure": (0.5, 0.6),
+    "advertising": (0.5, 0.3),
+    "background": (0.1, -0.5),
+    "ballad": (0.0, -0.4),
+    "calm": (0.4, -0.8),
+    "children": (0.7, 0.3),
+    "christmas": (0.7, 0.2),
+    "commercial": (0.5, 0.4),
+    "cool": (0.4, 0.1),
+    "corporate": (0.4, 0.2),
+    "dark": (-0.7, 0.1),
+    "deep": (-0.2, -0.4),
+    "documentary": (0.1, -0.2),
+    "drama": (-0.4, 0.2),
+    "dramatic": (-0.3, 0.6),
+    "dream": (0.3, -0.6),
+    "emotional": (-0.2, 0.1),
+    "energetic": (0.5, 0.9),
+    "epic": (0.3, 0.8),
+    "fast": (0.3, 0.9),
+    "film": (0.0, 0.1),
+    "fun": (0.8, 0.6),
+    "funny": (0.8, 0.5),
+    "game": (0.4, 0.6),
+    "groovy": (0.6, 0.5),
+    "happy": (0.9, 0.5),
+    "heavy": (-0.4, 0.7),
+    "holiday": (0.7, 0.3),
+    "hopeful": (0.6, 0.1),
+    "inspiring": (0.6, 0.4),
+    "love": (0.7, -0.1),
+    "meditative": (0.2, -0.9),
+    "melancholic": (-0.7, -0.5),
+    "melodic": (0.3, 0.0),
+    "motivational": (0.6, 0.6),
+    "movie": (0.0, 0.3),
+    "nature": (0.4, -0.6),
+    "party": (0.8, 0.8),
+    "positive": (0.8, 0.4),
+    "powerful": (0.2, 0.8),
+    "relaxing": (0.5, -0.8),
+    "retro": (0.4, 0.2),
+    "romantic": (0.6, -0.3),
+    "sad": (-0.8, -0.5),
+    "sexy": (0.5, 0.2),
+    "slow": (0.0, -0.7),
+    "soft": (0.3, -0.7),
+    "soundscape": (0.0, -0.5),
+    "space": (0.0, -0.3),
+    "sport": (0.5, 0.8),
+    "summer": (0.8, 0.5),
+    "trailer": (0.0, 0.8),
+    "travel": (0.5, 0.2),
+    "upbeat": (0.7, 0.7),
+    "uplifting": (0.8, 0.5),
+    # in the full TSV but not in the official 56-tag splits
+    "ambiental": (0.1, -0.6),
+    "horror": (-0.9, 0.6),
+    "mellow": (0.3, -0.6),
+}
+OFFICIAL_TAGS: tuple[str, ...] = tuple(sorted(set(MOOD_VA) - {"ambiental", "horror", "mellow"}))
+assert len(OFFICIAL_TAGS) == 56
+
+
+def parse_tag(raw: str) -> str | None:
+    """`mood/theme---calm` -> `calm`; None for anything outside the vocabulary."""
+    tag = raw.strip()
+    if tag.startswith(TAG_PREFIX):
+        tag = tag[len(TAG_PREFIX) :]
+    return tag if tag in MOOD_VA else None
+
+
+def valence_arousal(tags: list[str]) -> tuple[float, float]:
+    """Mean circumplex position of known tags; (0, 0) when there are none."""
+    points = [MOOD_VA[t] for t in tags if t in MOOD_VA]
+    if not points:
+        return 0.0, 0.0
+    return (sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points))

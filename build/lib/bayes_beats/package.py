@@ -1,0 +1,73 @@
+"""`package` stage: the registry's champion → the BentoML model store → a Bento (service, page, catalog,
+the project wheel, pinned Python deps). Reads the alias at run time, so a champion moved in the MLflow UI
+is what the next `bayes-beats package` builds."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from bayes_beats import tracking
+from bayes_beats.atomic import write_json
+from bayes_beats.config import Params
+from bayes_beats.register import MODEL_NAME
+from bayes_beats.tracking import TrackingError
+
+log = logging.getLogger(__name__)
+SERVING = Path("serving")
+
+
+def champion_version(alias: str) -> tuple[str, dict[str, str]]:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        version = MlflowClient().get_model_version_by_alias(MODEL_NAME, alias)
+    except MlflowException:
+        raise TrackingError(
+            f"the registry at {tracking.tracking_uri()} has no {MODEL_NAME} version with alias '{alias}': "
+            "promote one (`dvc repro register`, or set the alias in the MLflow UI)"
+        ) from None
+    return version.version, dict(version.tags)
+
+
+def build_wheel() -> Path:
+    """The project as a wheel for the Bento (its deps come from the wheel's pinned requirements)."""
+    out = SERVING / "wheels"
+    for old in out.glob("bayes_beats-*.whl"):
+        old.unlink()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), "."],
+        check=True,
+    )
+    return next(out.glob("bayes_beats-*.whl"))
+
+
+def run(params: Params) -> None:
+    import bentoml
+
+    pp = params.package
+    tracking.setup()
+    version, tags = champion_version(pp.alias)
+    model = bentoml.mlflow.import_model(
+        pp.bento_model,
+        f"models:/{MODEL_NAME}@{pp.alias}",
+        labels={"registry_version": version, "alias": pp.alias},
+        metadata={k: v for k, v in tags.items() if k != "run_id"},
+    )
+    wheel = build_wheel()
+    bento = bentoml.bentos.build_bentofile(str(SERVING / "bentofile.yaml"), build_ctx=str(SERVING))
+    size_mb = sum(f.stat().st_size for f in Path(bento.path).rglob("*") if f.is_file()) / 1e6
+    write_json(
+        "metrics/package.json",
+        {
+            "bento": str(bento.tag),
+            "model": str(model.tag),
+            "registry_version": int(version),
+            "wheel": wheel.name,
+            "bento_mb": round(size_mb, 1),
+        },
+    )
+    print(f"bento {bento.tag}: champion v{version} as {model.tag} ({size_mb:.0f} MB); containerize with `make images`")

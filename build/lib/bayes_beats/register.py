@@ -1,0 +1,110 @@
+"""`register` stage: the fine-tuned model as an MLflow pyfunc, registered as a new version of `bayes-beats`,
+tagged with its eval metrics, then the promotion gate: alias `champion` only when it beats the current
+champion on `promote.metric` by `promote.min_delta` and passes every floor; otherwise `challenger`, and
+one line that says why. Aliases are the only state: one moved by a person in the MLflow UI is what
+serving loads next (`models:/bayes-beats@champion`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib.metadata import requires
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
+from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+from bayes_beats import tracking
+from bayes_beats.api import wav_bytes
+from bayes_beats.atomic import write_json
+from bayes_beats.config import Params, PromoteParams
+
+log = logging.getLogger(__name__)
+MODEL_NAME = "bayes-beats"
+MODEL_DIR = Path("models/finetuned")
+
+
+class BayesBeatsModel(PythonModel):
+    """prompts → WAV bytes + what was rendered (bpm, keyscale)."""
+
+    def load_context(self, context) -> None:
+        from bayes_beats import load_generator
+
+        self.generator = load_generator(context.artifacts["model_dir"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        temperature = float((params or {}).get("temperature", 1.0))
+        rows = []
+        for row in model_input.itertuples():
+            audio = self.generator.generate([row.prompt], float(row.duration_s), int(row.seed), temperature=temperature)
+            (bpm, keyscale), sr = self.generator.last_plans[0], self.generator.sample_rate
+            rows.append({"wav": wav_bytes(audio[0][0], sr), "sample_rate": sr, "bpm": bpm, "keyscale": keyscale})
+        return pd.DataFrame(rows)
+
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "prompt"), ColSpec("double", "duration_s"), ColSpec("long", "seed")]),
+    outputs=Schema(
+        [
+            ColSpec("binary", "wav"),
+            ColSpec("long", "sample_rate"),
+            ColSpec("double", "bpm"),
+            ColSpec("string", "keyscale"),
+        ]
+    ),
+    params=ParamSchema([ParamSpec("temperature", "double", 1.0)]),
+)
+
+
+def gate(client: MlflowClient, metrics: dict, promote: PromoteParams) -> tuple[str, str]:
+    """→ (alias, one-line reason)."""
+    value = metrics.get(promote.metric)
+    if value is None:
+        return "challenger", f"{promote.metric} missing from the evaluation"
+    for key, floor in promote.floors.items():
+        if metrics.get(key) is None or metrics[key] < floor:
+            return "challenger", f"{key}={metrics.get(key)} is below the floor {floor}"
+    try:
+        champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    except MlflowException:
+        return "champion", f"first model to pass the floors ({promote.metric}={value:.4f})"
+    best = float(champion.tags.get(promote.metric, "-inf"))
+    if value >= best + promote.min_delta:
+        return (
+            "champion",
+            f"{promote.metric} {value:.4f} beats champion v{champion.version} ({best:.4f}) by >= {promote.min_delta}",
+        )
+    return (
+        "challenger",
+        f"{promote.metric} {value:.4f} does not beat champion v{champion.version} ({best:.4f}) by {promote.min_delta}",
+    )
+
+
+def run(params: Params) -> None:
+    evaluation = json.loads(Path("metrics/eval.json").read_text())["finetuned"]
+    metrics = {k: float(v) for k, v in evaluation.items() if isinstance(v, int | float)}
+    with tracking.stage_run("register", params) as run:
+        mlflow.log_metrics(metrics)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=BayesBeatsModel(),
+            artifacts={"model_dir": str(MODEL_DIR)},
+            signature=SIGNATURE,
+            code_paths=[str(Path(__file__).parent)],
+            input_example=pd.DataFrame({"prompt": ["a calm lake at dawn"], "duration_s": [2.0], "seed": [0]}),
+            pip_requirements=[r for r in requires("bayes_beats") or [] if "extra ==" not in r],
+        )
+        version = mlflow.register_model(info.model_uri, MODEL_NAME)
+        client = MlflowClient()
+        for key, value in metrics.items():
+            client.set_model_version_tag(MODEL_NAME, version.version, key, str(value))
+        client.set_model_version_tag(MODEL_NAME, version.version, "run_id", run.info.run_id)
+        alias, reason = gate(client, metrics, params.promote)
+        client.set_registered_model_alias(MODEL_NAME, alias, version.version)
+    write_json("metrics/register.json", {"version": int(version.version), "alias": alias, "reason": reason})
+    print(f"bayes-beats v{version.version} → {alias}: {reason}")

@@ -1,0 +1,279 @@
+"""The training loop shared by `pretrain` and `finetune`, the diffusers-example way: accelerate for
+device, precision and DDP; checkpoint-N dirs with a keep-limit; resume from the latest.
+
+Every random draw of step N comes from a generator seeded by (seed, step, rank), so a run killed and
+resumed from a checkpoint takes exactly the batches, noise and timesteps an uninterrupted run takes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from accelerate.utils import parse_flag_from_env
+from diffusers.optimization import get_scheduler
+from safetensors.torch import load_file
+from torch import nn
+from tqdm import tqdm
+
+from bayes_beats.config import TrainParams
+from bayes_beats.model import share_timbre_encoding, with_sketch
+
+log = logging.getLogger(__name__)
+
+
+def load_cache(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    path = Path(path)
+    return load_file(path), json.loads(path.with_suffix(".json").read_text())
+
+
+class CachedClips:
+    """Training examples read from the `encode` stage's cache: no frozen model in memory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.tensors, self.index = load_cache(path)
+        self.n, self.frames = self.tensors["latents"].shape[:2]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(
+            json.dumps(self.index["keys"]).encode() + self.tensors["bpm"].numpy().tobytes()
+        ).hexdigest()
+
+    def take(self, idx: torch.Tensor) -> dict:
+        rows = {k: v[idx] for k, v in self.tensors.items() if k not in ("lyric_states", "lyric_mask")}
+        return rows | {
+            "lyric_states": self.tensors["lyric_states"],
+            "lyric_mask": self.tensors["lyric_mask"],
+            "keyscale": [self.index["keyscale"][i] for i in idx],
+        }
+
+
+class LiveClips:
+    """The same examples encoded on the fly, frozen codec and text encoder resident (the seed project's way;
+    kept for the benchmark and the test that both give the same numbers)."""
+
+    def __init__(self, split, root: Path, codec, tokenizer, text_encoder, params) -> None:
+        from bayes_beats.encode import encode_rows
+
+        self.encode = lambda rows: encode_rows(rows, root, codec, tokenizer, text_encoder, params)
+        self.split = split
+        self.n = len(split)
+        self.frames = self.encode([split[0]])["latents"].shape[1]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(list(self.split["keys"])).encode()).hexdigest()
+
+    def take(self, idx: torch.Tensor) -> dict:
+        return self.encode([self.split[int(i)] for i in idx])
+
+
+class Denoiser(nn.Module):
+    """Everything trained, in one module (one DDP wrapper): condition encoder + DiT, and in `finetune` the
+    variational prompt head and the planner. forward(batch) → losses; all randomness comes in the batch."""
+
+    def __init__(
+        self,
+        transformer,
+        condition_encoder,
+        frame_rate: float,
+        prompt_head=None,
+        planner=None,
+        kl_weight: float = 0.0,
+        planner_weight: float = 0.0,
+    ):
+        super().__init__()
+        self.transformer, self.condition_encoder = transformer, condition_encoder
+        share_timbre_encoding(condition_encoder)
+        self.prompt_head, self.planner = prompt_head, planner
+        self.frame_rate, self.kl_weight, self.planner_weight = frame_rate, kl_weight, planner_weight
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        x0, noise, t = batch["x0"], batch["noise"], batch["t"]  # [B, frames, channels], same, [B]
+        xt = t[:, None, None] * noise + (1 - t[:, None, None]) * x0
+        states, losses = batch["text_states"], {}
+        if self.prompt_head is not None:
+            emb = batch["embedding"]
+            z, mu, logvar = self.prompt_head(emb, batch["eps"])
+            states = self.prompt_head.condition(states, z)
+            losses["kl"] = self.prompt_head.kl(emb, mu, logvar)
+            losses["planner"] = self.planner.loss(self.planner(z), self.planner.targets(batch["bpm"], batch["major"]))
+        batch_size, frames = x0.shape[:2]
+        silence = self.condition_encoder.silence_latent
+        encoder_states, _ = self.condition_encoder(  # as the pipeline calls it at inference
+            text_hidden_states=states,
+            text_attention_mask=batch["text_mask"],
+            lyric_hidden_states=batch["lyric_states"],
+            lyric_attention_mask=batch["lyric_mask"],
+            refer_audio_acoustic_hidden_states_packed=silence[:, : math.ceil(30 * self.frame_rate)].expand(
+                batch_size, -1, -1
+            ),
+            refer_audio_order_mask=torch.arange(batch_size, device=x0.device),
+        )
+        src = silence[:, :frames].expand(batch_size, -1, -1)  # text-to-music source = silence (+ sketch)
+        src = with_sketch(src, batch["bpm"].tolist(), batch["keyscale"], self.frame_rate, batch["phase"].tolist())
+        context = torch.cat([src, torch.ones_like(src)], dim=-1)  # chunk mask of ones: generate everything
+        v = self.transformer(
+            hidden_states=xt,
+            timestep=t,
+            timestep_r=t,
+            encoder_hidden_states=encoder_states,
+            context_latents=context,
+            return_dict=False,
+        )[0]
+        losses["flow"] = nn.functional.mse_loss(v.float(), (noise - x0).float())
+        losses["loss"] = (
+            losses["flow"] + self.kl_weight * losses.get("kl", 0) + self.planner_weight * losses.get("planner", 0)
+        )
+        return losses
+
+
+def make_batch(
+    clips,
+    params: TrainParams,
+    step: int,
+    rank: int,
+    frame_rate: float,
+    variants: tuple[int, ...],
+    with_eps: bool,
+) -> dict:
+    """Batch of step `step` on process `rank`: indices, crops, caption variant, noise, timesteps."""
+    gen = torch.Generator().manual_seed(params.seed * 1_000_003 + step * 101 + rank)
+    crop = min(clips.frames, round(params.crop_seconds * frame_rate))
+    idx = torch.randint(0, clips.n, (params.batch_size,), generator=gen)
+    starts = torch.randint(0, clips.frames - crop + 1, (params.batch_size,), generator=gen)
+    variant = torch.tensor(variants)[torch.randint(0, len(variants), (params.batch_size,), generator=gen)]
+    rows, items = clips.take(idx), torch.arange(params.batch_size)
+    x0 = torch.stack([rows["latents"][b, s : s + crop] for b, s in zip(items, starts, strict=True)]).float()
+    batch = {
+        "x0": x0,
+        "noise": torch.randn(x0.shape, generator=gen),
+        "t": torch.sigmoid(params.logit_mean + params.logit_std * torch.randn(params.batch_size, generator=gen)),
+        "text_states": rows["text_states"][items, variant].float(),
+        "text_mask": rows["text_mask"][items, variant].bool(),
+        "embedding": rows["embeddings"][items, variant],
+        "bpm": rows["bpm"],
+        "major": rows["major"],
+        "phase": rows["phase"] - starts / frame_rate,
+        "keyscale": rows["keyscale"],
+        "lyric_states": rows["lyric_states"].expand(params.batch_size, -1, -1),
+        "lyric_mask": rows["lyric_mask"].bool().expand(params.batch_size, -1),
+    }
+    if with_eps:
+        batch["eps"] = torch.randn(batch["embedding"].shape, generator=gen)
+    return batch
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def is_main_process() -> bool:
+    """Whether this is rank 0. The distributed state is a process-wide singleton that the first caller
+    configures, so build it as Accelerator would (ACCELERATE_USE_CPU selects DDP on gloo)."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).is_main_process
+
+
+def train(
+    denoiser: Denoiser,
+    trainable: list[nn.Parameter],
+    clips: CachedClips | LiveClips,
+    params: TrainParams,
+    checkpoint_dir: Path,
+    variants: tuple[int, ...],
+    desc: str,
+    on_log=None,
+) -> list[dict]:
+    """Run `params.steps` optimizer steps, resuming from the latest checkpoint in `checkpoint_dir`.
+
+    Returns the loss history ({step, loss, flow[, kl, planner]} every `log_every` steps)."""
+    # pretrain's DiT has a parameter the loss never reaches (the CFG null embedding): DDP must know
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        mixed_precision=params.mixed_precision,
+        kwargs_handlers=[ddp],
+    )
+    frame_rate = denoiser.frame_rate
+    if params.gradient_checkpointing:
+        denoiser.transformer.enable_gradient_checkpointing()
+    vibe = denoiser.prompt_head is not None
+    optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate, weight_decay=params.weight_decay)
+    scheduler = get_scheduler(
+        params.lr_scheduler, optimizer, num_warmup_steps=params.lr_warmup_steps, num_training_steps=params.steps
+    )
+    denoiser, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
+    step, history = 0, []
+    _discard_stale_checkpoints(checkpoint_dir, params, clips, accelerator)
+    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if checkpoints:
+        accelerator.load_state(str(checkpoints[-1]))
+        step = int(checkpoints[-1].name.split("-")[1])
+        history = json.loads((checkpoints[-1] / "history.json").read_text())
+        log.info("%s: resumed from %s", desc, checkpoints[-1])
+    denoiser.train()
+    bar = tqdm(total=params.steps, initial=step, desc=desc, disable=not accelerator.is_main_process)
+    started = time.perf_counter()
+    micro = params.gradient_accumulation_steps
+    while step < params.steps:
+        for m in range(micro):
+            batch = make_batch(clips, params, step * micro + m, accelerator.process_index, frame_rate, variants, vibe)
+            with accelerator.accumulate(denoiser):
+                losses = denoiser(_to(batch, accelerator.device))
+                accelerator.backward(losses["loss"])
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
+        if step % params.log_every == 0 or step == params.steps:
+            row = {"step": step, **{k: round(float(v.detach()), 6) for k, v in losses.items()}}
+            history.append(row)
+            if on_log and accelerator.is_main_process:
+                on_log(row)
+        if step % params.checkpointing_steps == 0 or step == params.steps:
+            _checkpoint(accelerator, checkpoint_dir, step, history, params.checkpoints_total_limit)
+    bar.close()
+    log.info("%s: %d steps in %.1f s", desc, params.steps, time.perf_counter() - started)
+    accelerator.wait_for_everyone()
+    return history
+
+
+def _discard_stale_checkpoints(root: Path, params: TrainParams, clips, accelerator: Accelerator) -> None:
+    """Checkpoints persist across `dvc repro` runs (for resume); ones made with other params or data go."""
+    fingerprint = {
+        **params.model_dump(exclude={"checkpointing_steps", "checkpoints_total_limit", "log_every"}),
+        "clips": clips.fingerprint(),
+        "processes": accelerator.num_processes,
+    }
+    marker = root / "fingerprint.json"
+    if accelerator.is_main_process:
+        if marker.is_file() and json.loads(marker.read_text()) != fingerprint:
+            log.info("checkpoints in %s were made with other params or data: starting over", root)
+            for old in root.glob("checkpoint-*"):
+                shutil.rmtree(old)
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(fingerprint, sort_keys=True))
+    accelerator.wait_for_everyone()
+
+
+def _checkpoint(accelerator: Accelerator, root: Path, step: int, history: list, keep: int) -> None:
+    target, tmp = root / f"checkpoint-{step}", root / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)  # every rank writes its RNG state
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "history.json").write_text(json.dumps(history))
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)  # a kill mid-save leaves only a .tmp dir, never a half checkpoint
+        for old in sorted(root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()

@@ -1,0 +1,226 @@
+"""Bayes' Beats as a BentoML service: image → vibe → music, text → music, and the web page.
+
+Two services, composed: `Renderer` holds the model (loaded once, on the GPU in production) and batches
+generation across concurrent requests (BentoML adaptive batching: different prompts, one pipeline call);
+`BayesBeats` is the public API (validation, image vibe, catalog, page) and calls the renderer.
+
+Model: the champion imported into the BentoML store by the `package` stage (`bayes-beats:latest`), or,
+when BAYES_BEATS_MODEL_URI is set (e.g. `models:/bayes-beats@champion`), loaded from the MLflow registry
+at start-up, so an alias moved in the MLflow UI takes effect on restart."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
+from bentoml.validators import ContentType
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from bayes_beats.api import GuardMiddleware, Rendered, RenderRequest, encode_wav, variations_json
+from bayes_beats.catalog import load_catalog
+from bayes_beats.imagevibe import ImageError, vibe_from_bytes
+
+HERE = Path(__file__).parent
+MODEL_TAG = os.environ.get("BAYES_BEATS_BENTO_MODEL", "bayes-beats:latest")
+MODEL_URI = os.environ.get("BAYES_BEATS_MODEL_URI", "")
+MAX_BATCH = int(os.environ.get("BAYES_BEATS_MAX_BATCH", "8"))  # 1 = unbatched (for the benchmark)
+GPU = os.environ.get("BAYES_BEATS_GPU", "0") == "1"
+CATALOG = load_catalog(os.environ.get("BAYES_BEATS_CATALOG", str(HERE / "catalog")))
+
+page = FastAPI(title="Bayes' Beats page and catalog", openapi_url=None, docs_url=None, redoc_url=None)
+page.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+
+@page.get("/")
+def index() -> FileResponse:
+    return FileResponse(HERE / "static" / "index.html")
+
+
+@page.get("/catalog")
+def catalog_listing() -> JSONResponse:
+    return JSONResponse({"images": CATALOG.listing()})
+
+
+@page.get("/catalog/random")
+def catalog_random() -> JSONResponse:
+    return JSONResponse(CATALOG.random().summary())
+
+
+@page.get("/catalog/{entry_id}/image")
+def catalog_image(entry_id: str) -> Response:
+    entry = CATALOG.get(entry_id)  # a key into a table built at start-up, never a path
+    if entry is None:
+        return JSONResponse({"error": f"unknown catalog id {entry_id[:64]!r}"}, status_code=404)
+    return Response(entry.image, media_type=entry.media_type, headers={"Cache-Control": "max-age=3600"})
+
+
+def _load_generator(bento_model):
+    import mlflow
+
+    from bayes_beats.tracking import tracking_uri
+
+    if MODEL_URI:
+        mlflow.set_tracking_uri(tracking_uri())
+        try:
+            model = mlflow.pyfunc.load_model(MODEL_URI)
+        except mlflow.exceptions.MlflowException as err:
+            raise RuntimeError(
+                f"cannot load {MODEL_URI} from the MLflow registry at {tracking_uri()}: {err.message.splitlines()[0]} "
+                "(promote a model: `dvc repro register`, or set the alias in the MLflow UI)"
+            ) from None
+        version = MODEL_URI
+    else:
+        model = bentoml.mlflow.load_model(bento_model)  # the class attribute resolves to the stored model
+        version = f"v{bento_model.info.labels.get('registry_version', '?')} ({bento_model.tag})"
+    return model.unwrap_python_model().generator, version
+
+
+@bentoml.service(
+    name="renderer",
+    resources={"gpu": 1} if GPU else {"cpu": "2"},
+    traffic={"timeout": 300, "max_concurrency": 64},
+)
+class Renderer:
+    bento_model = bentoml.models.BentoModel(MODEL_TAG) if not MODEL_URI else None
+
+    def __init__(self) -> None:
+        self.generator, self.version = _load_generator(self.bento_model)
+
+    def __is_ready__(self) -> bool:
+        return self.generator is not None
+
+    @bentoml.api
+    def limits(self) -> dict:
+        p = self.generator.params
+        return {"profile": p.profile, "min_seconds": p.min_seconds, "max_seconds": p.max_seconds}
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=5000)
+    def render(self, requests: list[RenderRequest]) -> list[Rendered]:
+        """Requests that share duration/variations/temperature/bpm/key go through the pipeline together."""
+        out: list[Rendered | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(request.group_key(), []).append(i)
+        sr = self.generator.sample_rate
+        for indices in groups.values():
+            first = requests[indices[0]]
+            audio = self.generator.generate(
+                [requests[i].prompt for i in indices],
+                first.duration_s,
+                [requests[i].seed for i in indices],
+                num_variations=first.num_variations,
+                temperature=first.temperature,
+                bpm=first.bpm,
+                keyscale=first.keyscale,
+            )
+            plans = self.generator.last_plans
+            for row, i in enumerate(indices):
+                v = first.num_variations
+                out[i] = Rendered(
+                    sample_rate=sr,
+                    wavs=[encode_wav(a, sr) for a in audio[row]],
+                    bpm=[round(b, 1) for b, _ in plans[row * v : (row + 1) * v]],
+                    keyscale=[k for _, k in plans[row * v : (row + 1) * v]],
+                    model_version=self.version,
+                )
+        return out  # type: ignore[return-value]
+
+
+@bentoml.service(name="bayes-beats", traffic={"timeout": 300, "max_concurrency": 64})
+@bentoml.asgi_app(page, path="/")
+class BayesBeats:
+    renderer = bentoml.depends(Renderer)
+
+    def __init__(self) -> None:
+        self._limits: dict | None = None
+
+    async def _render(self, request: RenderRequest) -> Rendered:
+        if self._limits is None:
+            self._limits = await self.renderer.to_async.limits()
+        low, high = self._limits["min_seconds"], self._limits["max_seconds"]
+        if not low <= request.duration_s <= high:
+            raise InvalidArgument(f"duration_s must be within [{low}, {high}] on the {self._limits['profile']} profile")
+        try:
+            result = await self.renderer.to_async.render([request])
+        except BentoMLException as err:
+            if err.error_code.value < 500:
+                raise InvalidArgument(str(err)) from None
+            raise
+        return result[0] if isinstance(result[0], Rendered) else Rendered.model_validate(result[0])
+
+    @bentoml.api
+    async def generate(
+        self,
+        prompt: str,
+        duration_s: float = 10.0,
+        seed: int = 0,
+        num_variations: int = 1,
+        temperature: float = 1.0,
+        bpm: float | None = None,
+        keyscale: str | None = None,
+    ) -> Annotated[bytes, ContentType("audio/wav")]:
+        """audio/wav for one variation; JSON with base64 WAVs, bpm and key per variation for several."""
+        request = _request(prompt, duration_s, seed, num_variations, temperature, bpm, keyscale)
+        rendered = await self._render(request)
+        if num_variations > 1:
+            return JSONResponse(variations_json(rendered, prompt=request.prompt))  # type: ignore[return-value]
+        headers = {"X-Bpm": str(rendered.bpm[0]), "X-Keyscale": rendered.keyscale[0]}
+        return Response(base64.b64decode(rendered.wavs[0]), media_type="audio/wav", headers=headers)  # type: ignore[return-value]
+
+    @bentoml.api
+    def vibe(self, image: Annotated[Path, ContentType("image/*")]) -> dict:
+        """An image → its vibe: caption, valence, arousal and the visual cues behind them."""
+        return _vibe(image).to_dict()
+
+    @bentoml.api
+    async def generate_from_image(
+        self,
+        image: Annotated[Path, ContentType("image/*")],
+        caption: str = "",
+        duration_s: float = 10.0,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> dict:
+        """Image → vibe → music in one call; `caption` (e.g. a catalog caption) is added to the prompt."""
+        vibe = _vibe(image)
+        prompt = f"{vibe.caption}. {caption.strip()}"[:500] if caption.strip() else vibe.caption
+        rendered = await self._render(_request(prompt, duration_s, seed, 1, temperature, None, None))
+        return variations_json(rendered, vibe=vibe.to_dict(), prompt=prompt)
+
+
+BayesBeats.add_asgi_middleware(GuardMiddleware)
+
+
+def _request(prompt, duration_s, seed, num_variations, temperature, bpm, keyscale) -> RenderRequest:
+    from pydantic import ValidationError
+
+    try:
+        return RenderRequest(
+            prompt=prompt,
+            duration_s=duration_s,
+            seed=seed,
+            num_variations=num_variations,
+            temperature=temperature,
+            bpm=bpm,
+            keyscale=keyscale,
+        )
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise InvalidArgument(problems) from None
+
+
+def _vibe(image: Path):
+    try:
+        with open(image, "rb") as handle:  # BentoML's own temp file for the upload
+            data = handle.read(11 * 1024 * 1024)
+        return vibe_from_bytes(data)
+    except ImageError as err:
+        raise InvalidArgument(str(err)) from None
+    except FileNotFoundError:
+        raise NotFound("upload missing") from None
