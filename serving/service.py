@@ -21,8 +21,9 @@ from bentoml.validators import ContentType
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import Field
 
-from bayes_beats.api import GuardMiddleware, Rendered, RenderRequest, encode_wav, variations_json
+from bayes_beats.api import KEYSCALE_PATTERN, GuardMiddleware, Rendered, RenderRequest, encode_wav, variations_json
 from bayes_beats.catalog import load_catalog
 from bayes_beats.imagevibe import ImageError, vibe_from_bytes
 
@@ -157,13 +158,13 @@ class BayesBeats:
     @bentoml.api
     async def generate(
         self,
-        prompt: str,
-        duration_s: float = 10.0,
-        seed: int = 0,
-        num_variations: int = 1,
-        temperature: float = 1.0,
-        bpm: float | None = None,
-        keyscale: str | None = None,
+        prompt: Annotated[str, Field(min_length=1, max_length=500)],
+        duration_s: Annotated[float, Field(ge=1.0, le=30.0)] = 10.0,
+        seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
+        num_variations: Annotated[int, Field(ge=1, le=4)] = 1,
+        temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0,
+        bpm: Annotated[float | None, Field(ge=40, le=220)] = None,
+        keyscale: Annotated[str | None, Field(pattern=KEYSCALE_PATTERN)] = None,
     ) -> Annotated[bytes, ContentType("audio/wav")]:
         """audio/wav for one variation; JSON with base64 WAVs, bpm and key per variation for several."""
         request = _request(prompt, duration_s, seed, num_variations, temperature, bpm, keyscale)
@@ -182,10 +183,10 @@ class BayesBeats:
     async def generate_from_image(
         self,
         image: Annotated[Path, ContentType("image/*")],
-        caption: str = "",
-        duration_s: float = 10.0,
-        seed: int = 0,
-        temperature: float = 1.0,
+        caption: Annotated[str, Field(max_length=500)] = "",
+        duration_s: Annotated[float, Field(ge=1.0, le=30.0)] = 10.0,
+        seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
+        temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0,
     ) -> dict:
         """Image → vibe → music in one call; `caption` (e.g. a catalog caption) is added to the prompt."""
         vibe = _vibe(image)
