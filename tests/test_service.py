@@ -293,3 +293,32 @@ def test_web_page_surprise_me_plays_audio(service, tmp_path):
         page.screenshot(path=str(shot), full_page=False)
         browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def test_package_builds_a_bento_that_serves_the_champion_behind_an_api_key(registry, tmp_path):
+    """`bayes-beats package`: registry champion → BentoML store → Bento; then `bentoml serve <bento>`."""
+    from conftest import copy_repo
+
+    project = copy_repo(tmp_path / "project")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry[1], "BENTOML_HOME": str(tmp_path / "bentoml")}
+    done = subprocess.run([str(BIN / "bayes-beats"), "package"], cwd=project, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    built = json.loads((project / "metrics" / "package.json").read_text())
+    assert built["bento"].startswith("bayes-beats:") and built["registry_version"] >= 1
+    proc, url, log = start_service(tmp_path, {"BAYES_BEATS_API_KEY": "k3y"}, target=built["bento"])
+    try:
+        body = {"prompt": "sunny afternoon in the park", "duration_s": 2}
+        assert httpx.post(f"{url}/generate", json=body).status_code == 401
+        r = httpx.post(f"{url}/generate", json=body, headers={"X-API-Key": "k3y"}, timeout=60)
+        assert r.status_code == 200 and r.content[:4] == b"RIFF"
+        assert httpx.get(f"{url}/readyz").status_code == 200  # probes stay open
+    finally:
+        assert stop_service(proc, log) == 0  # SIGTERM: a clean exit
+
+
+def test_package_fails_in_one_line_without_a_champion(tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/empty.db", "BENTOML_HOME": str(tmp_path / "b")}
+    shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
+    done = subprocess.run([str(BIN / "bayes-beats"), "package"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "no bayes-beats version with alias 'champion'" in done.stderr
