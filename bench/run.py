@@ -98,6 +98,7 @@ def bench_noop_repro() -> dict:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import model_bench
+    import serve_bench
 
     results = {
         "machine": machine(),
@@ -106,6 +107,7 @@ def main() -> None:
         "feature_accuracy": feature_accuracy(),
         "corpus_generation": bench_corpus(),
         "model": model_bench.main(),
+        "serving": serve_bench.main(),
     }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -101,7 +101,8 @@ class Renderer:
         p = self.generator.params
         return {"profile": p.profile, "min_seconds": p.min_seconds, "max_seconds": p.max_seconds}
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=5000)
+    # max_latency_ms bounds queueing + a batch (a 10-s clip takes ~0.4 s alone); past it BentoML answers 503
+    @bentoml.api(batchable=MAX_BATCH > 1, max_batch_size=max(MAX_BATCH, 2), max_latency_ms=60_000)
     def render(self, requests: list[RenderRequest]) -> list[Rendered]:
         """Requests that share duration/variations/temperature/bpm/key go through the pipeline together."""
         out: list[Rendered | None] = [None] * len(requests)
