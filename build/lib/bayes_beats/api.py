@@ -95,17 +95,48 @@ class GuardMiddleware:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             return await _error(send, 413, f"request body over {self.max_body_bytes // (1024 * 1024)} MB")
-        seen = 0
-
-        async def capped_receive():
-            nonlocal seen
+        body = bytearray()
+        while True:  # buffer the (capped) body: a chunked body may lie about or omit its length
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_body_bytes:  # a chunked body that lied or declared nothing
-                raise ValueError("request body too large")
-            return message
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                return await _error(send, 413, f"request body over {self.max_body_bytes // (1024 * 1024)} MB")
+            if not message.get("more_body", False):
+                break
+        if headers.get("content-type", "").startswith("multipart/") and (
+            problem := await _multipart_problem(headers, bytes(body))
+        ):
+            return await _error(send, 400, problem)  # BentoML would answer a malformed form with a 500
+        replayed = False
 
-        return await self.app(scope, capped_receive, send)
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
+async def _multipart_problem(headers: dict[str, str], body: bytes) -> str | None:
+    from starlette.datastructures import Headers
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    if "boundary=" not in headers.get("content-type", ""):
+        return "multipart/form-data without a boundary"
+
+    async def stream():
+        yield body
+
+    try:
+        form = await MultiPartParser(Headers(headers), stream()).parse()
+        await form.close()
+    except (MultiPartException, ValueError, KeyError, UnicodeDecodeError) as err:
+        return f"malformed multipart body: {err}"
+    return None
 
 
 async def _error(send, status: int, message: str) -> None:

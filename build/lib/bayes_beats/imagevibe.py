@@ -22,10 +22,33 @@ MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 FORMATS = {"JPEG", "PNG", "WEBP"}
 # tags that describe a feeling (not a use like "corporate" or "trailer"): what a picture can convey
-FEELING_TAGS = (
-    "calm relaxing dream meditative soft mellow happy uplifting energetic upbeat hopeful romantic "
-    "melancholic sad dark dramatic epic powerful emotional deep nature space inspiring positive fun"
-).split()
+FEELING_TAGS = [
+    "calm",
+    "relaxing",
+    "dream",
+    "meditative",
+    "soft",
+    "mellow",
+    "happy",
+    "uplifting",
+    "energetic",
+    "upbeat",
+    "hopeful",
+    "romantic",
+    "melancholic",
+    "sad",
+    "dark",
+    "dramatic",
+    "epic",
+    "powerful",
+    "emotional",
+    "deep",
+    "nature",
+    "space",
+    "inspiring",
+    "positive",
+    "fun",
+]
 # typical values over natural photographs, for standardising (B and S are means over pixels, in [0, 1])
 REFERENCE = {"brightness": (0.45, 0.18), "saturation": (0.32, 0.16), "contrast": (0.22, 0.07), "edges": (0.12, 0.07)}
 
@@ -54,7 +77,7 @@ def load_image(data: bytes) -> Image.Image:
     if len(data) > MAX_BYTES:
         raise ImageError(f"image is {len(data) / 1e6:.1f} MB; the limit is {MAX_BYTES // (1024 * 1024)} MB")
     try:
-        image = Image.open(io.BytesIO(data))  # lazy: reads the header only
+        image: Image.Image = Image.open(io.BytesIO(data))  # lazy: reads the header only
     except Image.DecompressionBombError as err:
         raise ImageError(f"image has too many pixels (limit {MAX_PIXELS // 1_000_000} megapixels)") from err
     except (UnidentifiedImageError, OSError) as err:
