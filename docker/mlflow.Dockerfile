@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # bayes-beats-mlflow: the MLflow tracking server + model registry (backend: PostgreSQL; artifacts proxied to
 # a volume or a gs:// bucket). Every `mlflow server` option is read from the environment (MLFLOW_HOST,
 # MLFLOW_PORT, MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION, MLFLOW_SERVER_ALLOWED_HOSTS) or given

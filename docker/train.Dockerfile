@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # bayes-beats-train: the DVC pipeline (`dvc repro`) on the production profile (acestep15), on a GPU.
 #
 # Base: Debian + Python 3.11 + torch's CUDA wheels from PyPI, not nvidia/cuda. torch==2.14.1 on PyPI

@@ -7,6 +7,8 @@ locals {
 
 # Nodes: write logs and metrics, pull images; nothing else (workloads use their own identities).
 resource "google_service_account" "nodes" {
+  depends_on = [google_project_service.apis]
+
   account_id   = "${var.name}-nodes"
   display_name = "Bayes' Beats GKE nodes"
 }
@@ -32,6 +34,8 @@ resource "google_artifact_registry_repository_iam_member" "nodes_pull" {
 
 # MLflow server (KSA bayes-beats/mlflow): connect to Cloud SQL, read and write its artifact bucket.
 resource "google_service_account" "mlflow" {
+  depends_on = [google_project_service.apis]
+
   account_id   = "${var.name}-mlflow"
   display_name = "Bayes' Beats MLflow server"
 }
@@ -50,6 +54,8 @@ resource "google_storage_bucket_iam_member" "mlflow_artifacts" {
 
 # Training Jobs and the monitor CronJob (KSA bayes-beats/train): the DVC remote.
 resource "google_service_account" "train" {
+  depends_on = [google_project_service.apis]
+
   account_id   = "${var.name}-train"
   display_name = "Bayes' Beats training and monitoring"
 }
@@ -74,6 +80,8 @@ resource "google_service_account_iam_member" "workload_identity" {
 # Federation, no JSON key. Only this repository's jobs in the GitHub environment `release` (protected:
 # tags v* only, see .github/workflows/release.yml) may impersonate the pusher.
 resource "google_iam_workload_identity_pool" "github" {
+  depends_on = [google_project_service.apis]
+
   workload_identity_pool_id = "github"
   display_name              = "GitHub Actions"
 }
@@ -94,6 +102,8 @@ resource "google_iam_workload_identity_pool_provider" "github" {
 }
 
 resource "google_service_account" "release" {
+  depends_on = [google_project_service.apis]
+
   account_id   = "${var.name}-release"
   display_name = "Bayes' Beats image pusher (GitHub Actions)"
 }

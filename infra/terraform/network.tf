@@ -1,6 +1,8 @@
 # A VPC of our own: GKE's pods and services on secondary ranges (VPC-native), Private Google Access so
 # private nodes reach Artifact Registry and GCS, a private services range for Cloud SQL's private IP.
 resource "google_compute_network" "main" {
+  depends_on = [google_project_service.apis]
+
   name                    = var.name
   auto_create_subnetworks = false
 }
