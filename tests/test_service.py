@@ -325,3 +325,40 @@ def test_package_fails_in_one_line_without_a_champion(tmp_path):
     last = done.stderr.strip().splitlines()[-1]  # (mlflow logs its table creation on a fresh database before)
     assert last.startswith("bayes-beats package: ") and "no bayes-beats version with alias 'champion'" in last
     assert "Traceback" not in done.stderr
+
+
+def test_renderer_in_process_a_request_sounds_the_same_alone_or_batched(registry, monkeypatch):
+    """The renderer class in-process: batching groups compatible requests into one pipeline call, and a
+    request's audio does not depend on what it was batched with."""
+    import importlib.util
+    import sys
+
+    from bayes_beats.api import RenderRequest
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry[1])
+    monkeypatch.setenv("BAYES_BEATS_MODEL_URI", "models:/bayes-beats@champion")
+    monkeypatch.syspath_prepend(str(REPO / "serving"))
+    spec = importlib.util.spec_from_file_location("bayes_beats_service_under_test", REPO / "serving" / "service.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    renderer = module.Renderer.inner()
+    calls = []
+    generate = renderer.generator.generate
+    monkeypatch.setattr(renderer.generator, "generate", lambda *a, **k: calls.append(a[0]) or generate(*a, **k))
+
+    a = RenderRequest(prompt="calm lake at dawn", duration_s=2, seed=5)
+    b = RenderRequest(prompt="neon city rush", duration_s=2, seed=9)
+    c = RenderRequest(prompt="lonely rain", duration_s=3, seed=1)  # another duration: its own group
+    alone = renderer.render([a])[0]
+    batched = renderer.render([b, a, c])
+    assert calls[-2:] == [["neon city rush", "calm lake at dawn"], ["lonely rain"]]
+
+    def pcm(rendered):
+        return sf.read(io.BytesIO(base64.b64decode(rendered.wavs[0])))[0]
+
+    assert batched[1].keyscale == alone.keyscale and batched[1].bpm == alone.bpm
+    difference = np.abs(pcm(batched[1]) - pcm(alone)).max()
+    print(f"alone vs batched: max |difference| {difference:.2e}")
+    assert difference < 1e-2  # batched matmuls round differently; the music is the same
+    assert np.abs(pcm(batched[0]) - pcm(alone)).max() > 0.1

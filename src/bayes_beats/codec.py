@@ -84,7 +84,8 @@ class SpectrogramCodec(ModelMixin, ConfigMixin):
         n_fft, hop = self.config.n_fft, self.hop_length
         length = (magnitude.shape[-1] - 1) * hop
         generator = torch.Generator(device="cpu").manual_seed(0)  # same phases every call: deterministic
-        phase = torch.rand(magnitude.shape, generator=generator).to(magnitude.device)
+        # one [freq, frames] draw shared by every item: an item's audio must not depend on its batch position
+        phase = torch.rand(magnitude.shape[-2:], generator=generator).to(magnitude.device).expand_as(magnitude)
         angles = torch.polar(torch.ones_like(magnitude), 2 * math.pi * phase)
         previous = torch.zeros_like(angles)
         for _ in range(self.config.griffin_lim_iters):
