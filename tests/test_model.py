@@ -125,3 +125,18 @@ def test_cache_holds_frozen_outputs_so_training_needs_no_frozen_model(tiny_proje
     cache = load_file(root / "data/encoded/train.safetensors")
     assert cache["latents"].shape[-1] == 32 and cache["text_states"].dtype == torch.float16
     assert cache["text_states"].shape[1] == len(encode.VARIANTS)
+
+
+def test_sketch_guidance_contrasts_the_sketch_with_its_chroma_dropped(tiny_project):
+    root, _ = tiny_project
+    gen = load_generator(root / "models/finetuned")
+    assert gen.pipe.sketch_guidance == gen.card["params"]["finetune"]["sketch_guidance"]
+    kwargs = dict(duration_s=2.0, seed=3, temperature=0.0, bpm=90, keyscale="A minor", output_type="latent")
+    gen.pipe.sketch_guidance = 1.0
+    plain = gen.generate(["a calm misty lake"], **kwargs)[0][0]
+    gen.pipe.sketch_guidance = 2.0
+    guided = gen.generate(["a calm misty lake"], **kwargs)[0][0]
+    assert np.isfinite(guided).all() and not np.allclose(plain, guided)
+    assert "forward" not in vars(gen.pipe.transformer)  # the guided forward is removed after the call
+    gen.pipe.sketch_guidance = 1.0
+    assert np.array_equal(plain, gen.generate(["a calm misty lake"], **kwargs)[0][0])

@@ -106,3 +106,18 @@ def test_cache_dtype_is_as_documented(tiny_project, key):
     root, _ = tiny_project
     cache = load_file(root / "data/encoded/train.safetensors")
     assert cache[key].dtype == (torch.float16 if key == "text_states" else torch.float32)
+
+
+def test_condition_dropout_draws_last_and_only_when_on(tiny_project, monkeypatch):
+    root, params = tiny_project
+    monkeypatch.chdir(root)
+    clips = CachedClips("data/encoded/train.safetensors")
+    off = params.finetune.model_copy(update={"sketch_dropout": 0.0, "text_dropout": 0.0})
+    on = params.finetune.model_copy(update={"sketch_dropout": 0.5, "text_dropout": 0.5, "batch_size": 64})
+    plain = make_batch(clips, off, 0, 0, 43.0, (1, 2, 3), True)
+    assert "drop_sketch" not in plain and "drop_text" not in plain
+    dropped = make_batch(clips, on.model_copy(update={"batch_size": off.batch_size}), 0, 0, 43.0, (1, 2, 3), True)
+    for key in ("x0", "noise", "t", "eps"):  # dropout leaves the rest of the batch as it was
+        torch.testing.assert_close(plain[key], dropped[key])
+    wide = make_batch(clips, on, 0, 0, 43.0, (1, 2, 3), True)
+    assert 0 < wide["drop_sketch"].sum() < 64 and 0 < wide["drop_text"].sum() < 64

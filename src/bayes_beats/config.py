@@ -132,6 +132,10 @@ class TrainParams(Section):
     gradient_checkpointing: bool = False
     log_every: int = Field(10, ge=1)
     seed: int = 0
+    # condition dropout: the sketch's chroma zeroed (what sketch guidance contrasts against) / the text replaced
+    # by the condition encoder's null embedding, each per item with this probability
+    sketch_dropout: float = Field(0.0, ge=0, lt=1)
+    text_dropout: float = Field(0.0, ge=0, lt=1)
 
 
 class PretrainParams(TrainParams):
@@ -146,6 +150,8 @@ class FinetuneParams(TrainParams):
     kl_weight: float = Field(0.01, ge=0)
     prior_std: float = Field(0.5, gt=0)
     planner_weight: float = Field(1.0, ge=0)
+    # inference: v = v(no chroma) + g * (v(sketch) - v(no chroma)); 1 = off. Recorded in the model card
+    sketch_guidance: float = Field(1.0, ge=1)
 
 
 class ClapParams(Section):

@@ -54,6 +54,7 @@ def load_generator(model_dir: str | Path, device: str = "auto") -> Generator:
         raise ModelError(f"cannot load the model in {model_dir}: {err}") from err
     pipe.set_progress_bar_config(disable=True)
     params = ModelParams.model_validate(card.get("params", {}).get("model", {}))
+    pipe.sketch_guidance = float(card.get("params", {}).get("finetune", {}).get("sketch_guidance", 1.0))
     if params.cpu_offload and device.startswith("cuda"):
         pipe.enable_model_cpu_offload()  # components visit the GPU one at a time: for small cards
     else:

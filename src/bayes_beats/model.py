@@ -5,6 +5,7 @@ the per-frame sketch. `tiny` builds it from small configs; `acestep15` loads rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from bayes_beats.codec import SpectrogramCodec
 from bayes_beats.config import ModelParams
-from bayes_beats.sketch import SKETCH_CHANNELS, sketch
+from bayes_beats.sketch import CHROMA, SKETCH_CHANNELS, sketch
 
 INSTRUMENTAL = "[instrumental]"
 
@@ -65,6 +66,13 @@ class VibePipeline(AceStepPipeline):
         self.register_modules(prompt_head=prompt_head, planner=planner)
         share_timbre_encoding(condition_encoder)
         self.plan: Plan | None = None
+        self.sketch_guidance = 1.0  # > 1: guidance on the sketch's chroma (see `guide_sketch`)
+
+    def __call__(self, *args, **kwargs):
+        if self.plan is None or self.sketch_guidance == 1.0:
+            return super().__call__(*args, **kwargs)
+        with guide_sketch(self.transformer, self.sketch_guidance):
+            return super().__call__(*args, **kwargs)
 
     def format_prompt(self, caption: str, bpm: float | None, keyscale: str | None, seconds: float) -> str:
         return format_prompt(caption, bpm, keyscale, seconds)
@@ -129,6 +137,34 @@ class VibePipeline(AceStepPipeline):
         if self.plan is None or src_audio is not None or audio_codes is not None:
             return src, length
         return with_sketch(src, self.plan.bpm, self.plan.keyscale, self.latents_per_second), length
+
+
+@contextlib.contextmanager
+def guide_sketch(transformer, scale: float):
+    """Classifier-free guidance on the sketch's chroma: each DiT call also runs with the chroma channels of the
+    source latents zeroed (as `sketch_dropout` trains) and returns v_u + scale * (v_sketch − v_u). The DiT
+    sees a doubled batch; weights are untouched and the instance's forward is restored on exit."""
+    forward = transformer.forward
+
+    def guided(hidden_states, timestep, timestep_r, encoder_hidden_states, context_latents, **kwargs):
+        dropped = context_latents.clone()
+        dropped[..., CHROMA] = 0.0
+        out = forward(
+            hidden_states=torch.cat([hidden_states, hidden_states]),
+            timestep=torch.cat([timestep, timestep]),
+            timestep_r=torch.cat([timestep_r, timestep_r]),
+            encoder_hidden_states=torch.cat([encoder_hidden_states, encoder_hidden_states]),
+            context_latents=torch.cat([context_latents, dropped]),
+            **kwargs,
+        )
+        v_sketch, v_uncond = out[0].chunk(2)
+        return (v_uncond + scale * (v_sketch - v_uncond), *out[1:])
+
+    transformer.forward = guided
+    try:
+        yield
+    finally:
+        del transformer.forward
 
 
 def share_timbre_encoding(condition_encoder: AceStepConditionEncoder) -> None:

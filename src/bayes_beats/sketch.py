@@ -11,6 +11,7 @@ import torch
 from bayes_beats.synth import HARMONIC_MINOR, MAJOR, NATURAL_MINOR, PITCH_CLASSES
 
 SKETCH_CHANNELS = 16  # 4 beat-grid + 12 chroma
+CHROMA = slice(4, 16)  # the chroma channels: dropped (zeroed) for sketch guidance
 PROGRESSION = (0, 3, 4, 0)  # I–IV–V–I / i–iv–V–i, two beats a chord
 
 

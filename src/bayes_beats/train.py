@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from bayes_beats.config import TrainParams
 from bayes_beats.model import share_timbre_encoding, with_sketch
+from bayes_beats.sketch import CHROMA
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,11 @@ class Denoiser(nn.Module):
         )
         src = silence[:, :frames].expand(batch_size, -1, -1)  # text-to-music source = silence (+ sketch)
         src = with_sketch(src, batch["bpm"].tolist(), batch["keyscale"], self.frame_rate, batch["phase"].tolist())
+        if "drop_sketch" in batch:  # the unguided branch of sketch guidance: chroma zeroed
+            src[..., CHROMA] = src[..., CHROMA] * (~batch["drop_sketch"])[:, None, None].to(src)
+        if "drop_text" in batch:  # text replaced by the null embedding (ACE-Step's CFG null)
+            null = self.condition_encoder.null_condition_emb.to(encoder_states).expand_as(encoder_states)
+            encoder_states = torch.where(batch["drop_text"][:, None, None], null, encoder_states)
         context = torch.cat([src, torch.ones_like(src)], dim=-1)  # chunk mask of ones: generate everything
         v = self.transformer(
             hidden_states=xt,
@@ -166,6 +172,11 @@ def make_batch(
     }
     if with_eps:
         batch["eps"] = torch.randn(batch["embedding"].shape, generator=gen)
+    # drawn last and only when on, so runs without dropout take the batches they always took
+    if params.sketch_dropout > 0:
+        batch["drop_sketch"] = torch.rand(params.batch_size, generator=gen) < params.sketch_dropout
+    if params.text_dropout > 0:
+        batch["drop_text"] = torch.rand(params.batch_size, generator=gen) < params.text_dropout
     return batch
 
 
