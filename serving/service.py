@@ -220,7 +220,7 @@ def _request(prompt, duration_s, seed, num_variations, temperature, bpm, keyscal
 def _vibe(image: Path):
     try:
         with open(image, "rb") as handle:  # BentoML's own temp file for the upload
-            data = handle.read(11 * 1024 * 1024)
+            data = handle.read()  # GuardMiddleware already capped the request body
         return vibe_from_bytes(data)
     except ImageError as err:
         raise InvalidArgument(str(err)) from None

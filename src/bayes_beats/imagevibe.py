@@ -101,7 +101,8 @@ def cues(image: Image.Image) -> dict[str, float]:
     small = image.copy()
     small.thumbnail((256, 256))
     hsv = np.asarray(small.convert("HSV"), dtype=np.float32) / 255.0
-    luma = np.asarray(small.convert("L"), dtype=np.float32) / 255.0
+    grey = small.convert("L")
+    luma = np.asarray(grey, dtype=np.float32) / 255.0
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
     weight = sat * val + 1e-6  # grey pixels carry no hue
     angle = 2 * math.pi * hue
@@ -111,7 +112,7 @@ def cues(image: Image.Image) -> dict[str, float]:
     deg = hue * 360
     coloured = weight.sum() > 0.02 * weight.size  # a grey picture has no warmth either way
     warm = float((weight * ((deg < 70) | (deg > 330))).sum() / weight.sum()) if coloured else 0.5
-    edges = np.asarray(small.convert("L").filter(ImageFilter.FIND_EDGES), dtype=np.float32) / 255.0
+    edges = np.asarray(grey.filter(ImageFilter.FIND_EDGES), dtype=np.float32) / 255.0
     return {
         "brightness": round(float(val.mean()), 4),
         "saturation": round(float(sat.mean()), 4),
