@@ -19,7 +19,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # stages run `bayes-beats <stage>` from the venv, also when dvc is called through make
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install tools browser demo test test-fast lint lint-infra format bench clean mlflow-ui serve package
+.PHONY: install tools browser demo test test-fast lint lint-infra format bench clean mlflow-ui serve package soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -98,7 +98,13 @@ package: install
 
 # the champion straight from the MLflow registry (an alias moved in the UI counts after a restart)
 serve: install
-	cd serving && BAYES_BEATS_MODEL_URI=models:/bayes-beats@champion $(CURDIR)/$(BIN)/bentoml serve service:BayesBeats --port $(PORT)
+	cd serving && BAYES_BEATS_MODEL_URI=models:/bayes-beats@champion BAYES_BEATS_CLAP_DIR=$(CURDIR)/models/clap \
+		BAYES_BEATS_REQUEST_LOG=$${BAYES_BEATS_REQUEST_LOG:-$(CURDIR)/requests.sqlite} \
+		$(CURDIR)/$(BIN)/bentoml serve service:BayesBeats --port $(PORT)
+
+# the 10-minute load test of the service (8 clients on loopback: 0 errors, resident memory flat)
+soak: install
+	BAYES_BEATS_SOAK_S=$${BAYES_BEATS_SOAK_S:-600} $(BIN)/pytest -x -m soak -p no:cacheprovider tests/test_faults.py
 
 clean:
 	rm -rf data reports metrics/*.json

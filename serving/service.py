@@ -6,12 +6,17 @@ generation across concurrent requests (BentoML adaptive batching: different prom
 
 Model: the champion imported into the BentoML store by the `package` stage (`bayes-beats:latest`), or,
 when BAYES_BEATS_MODEL_URI is set (e.g. `models:/bayes-beats@champion`), loaded from the MLflow registry
-at start-up, so an alias moved in the MLflow UI takes effect on restart."""
+at start-up, so an alias moved in the MLflow UI takes effect on restart.
+
+Every generation is logged (bayes_beats.requestlog, off the critical path) to BAYES_BEATS_REQUEST_LOG, a
+SQLite path or a Postgres URL ("off" disables it), for `bayes-beats monitor`. Its clap_local score uses
+the CLAP model in BAYES_BEATS_CLAP_DIR, else the Bento's `bayes-beats-clap` model ("" = no score)."""
 
 from __future__ import annotations
 
 import base64
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -25,13 +30,17 @@ from pydantic import Field
 
 from bayes_beats.api import KEYSCALE_PATTERN, GuardMiddleware, Rendered, RenderRequest, encode_wav, variations_json
 from bayes_beats.catalog import load_catalog
-from bayes_beats.imagevibe import ImageError, vibe_from_bytes
+from bayes_beats.imagevibe import ImageError, Vibe, vibe_from_bytes
+from bayes_beats.requestlog import Generation, RequestLog
 
 HERE = Path(__file__).parent
 MODEL_TAG = os.environ.get("BAYES_BEATS_BENTO_MODEL", "bayes-beats:latest")
 MODEL_URI = os.environ.get("BAYES_BEATS_MODEL_URI", "")
 MAX_BATCH = int(os.environ.get("BAYES_BEATS_MAX_BATCH", "8"))  # 1 = unbatched (for the benchmark)
 GPU = os.environ.get("BAYES_BEATS_GPU", "0") == "1"
+REQUEST_LOG = os.environ.get("BAYES_BEATS_REQUEST_LOG", "requests.sqlite")
+CLAP_DIR = os.environ.get("BAYES_BEATS_CLAP_DIR")  # unset: the Bento's CLAP model; "": no clap_local score
+CLAP_TAG = os.environ.get("BAYES_BEATS_BENTO_CLAP", "bayes-beats-clap:latest")
 CATALOG = load_catalog(os.environ.get("BAYES_BEATS_CATALOG", str(HERE / "catalog")))
 
 page = FastAPI(title="Bayes' Beats page and catalog", openapi_url=None, docs_url=None, redoc_url=None)
@@ -138,23 +147,50 @@ class Renderer:
 @bentoml.asgi_app(page, path="/")
 class BayesBeats:
     renderer = bentoml.depends(Renderer)
+    clap_model = bentoml.models.BentoModel(CLAP_TAG) if CLAP_DIR is None else None
 
     def __init__(self) -> None:
         self._limits: dict | None = None
+        clap_dir = CLAP_DIR if CLAP_DIR is not None else self.clap_model.path
+        self.request_log = RequestLog(REQUEST_LOG, clap_dir) if REQUEST_LOG != "off" else None
 
-    async def _render(self, request: RenderRequest) -> Rendered:
+    @bentoml.on_shutdown
+    def _flush_request_log(self) -> None:
+        if self.request_log is not None:
+            self.request_log.close(timeout_s=20)
+
+    async def _render(self, request: RenderRequest, endpoint: str, vibe: Vibe | None = None) -> Rendered:
         if self._limits is None:
             self._limits = await self.renderer.to_async.limits()
         low, high = self._limits["min_seconds"], self._limits["max_seconds"]
         if not low <= request.duration_s <= high:
             raise InvalidArgument(f"duration_s must be within [{low}, {high}] on the {self._limits['profile']} profile")
+        started = time.perf_counter()
         try:
             result = await self.renderer.to_async.render([request])
         except BentoMLException as err:
             if err.error_code.value < 500:
                 raise InvalidArgument(str(err)) from None
             raise
-        return result[0] if isinstance(result[0], Rendered) else Rendered.model_validate(result[0])
+        rendered = result[0] if isinstance(result[0], Rendered) else Rendered.model_validate(result[0])
+        if self.request_log is not None:
+            self.request_log.record(
+                Generation(
+                    endpoint=endpoint,
+                    model_version=rendered.model_version,
+                    prompt=request.prompt,
+                    duration_s=request.duration_s,
+                    num_variations=request.num_variations,
+                    temperature=request.temperature,
+                    latency_s=time.perf_counter() - started,
+                    wav=base64.b64decode(rendered.wavs[0]),
+                    planned_bpm=rendered.bpm[0],
+                    planned_keyscale=rendered.keyscale[0],
+                    valence=vibe.valence if vibe else None,
+                    arousal=vibe.arousal if vibe else None,
+                )
+            )
+        return rendered
 
     @bentoml.api
     async def generate(
@@ -169,7 +205,7 @@ class BayesBeats:
     ) -> Annotated[bytes, ContentType("audio/wav")]:
         """audio/wav for one variation; JSON with base64 WAVs, bpm and key per variation for several."""
         request = _request(prompt, duration_s, seed, num_variations, temperature, bpm, keyscale)
-        rendered = await self._render(request)
+        rendered = await self._render(request, "generate")
         if num_variations > 1:
             return JSONResponse(variations_json(rendered, prompt=request.prompt))  # type: ignore[return-value]
         headers = {"X-Bpm": str(rendered.bpm[0]), "X-Keyscale": rendered.keyscale[0]}
@@ -192,7 +228,7 @@ class BayesBeats:
         """Image → vibe → music in one call; `caption` (e.g. a catalog caption) is added to the prompt."""
         vibe = _vibe(image)
         prompt = f"{vibe.caption}. {caption.strip()}"[:500] if caption.strip() else vibe.caption
-        rendered = await self._render(_request(prompt, duration_s, seed, 1, temperature, None, None))
+        rendered = await self._render(_request(prompt, duration_s, seed, 1, temperature, None, None), "image", vibe)
         return variations_json(rendered, vibe=vibe.to_dict(), prompt=prompt)
 
 

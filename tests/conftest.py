@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 # before anything imports huggingface_hub (it reads these once): no hub retries, no gRPC layout lookups
@@ -163,3 +167,85 @@ def project_copy(tiny_project, dst, **finetune):
     params = params.model_copy(update={"finetune": params.finetune.model_copy(update=finetune)})
     (dst / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
     return dst
+
+
+@pytest.fixture(scope="session")
+def clap_dir(tmp_path_factory) -> Path:
+    """A LocalClap with random weights, saved as the `clap` stage saves its model (for the request log)."""
+    from bayes_beats.clap import LocalClap
+
+    path = tmp_path_factory.mktemp("clap") / "clap"
+    torch.manual_seed(0)
+    LocalClap().save_pretrained(path)
+    return path
+
+
+# ---- the service: a registry with a champion, and a real `bentoml serve` on loopback
+
+
+@pytest.fixture(scope="session")
+def registry(tiny_project, clap_dir, tmp_path_factory):
+    """A sqlite MLflow registry whose `champion` is the tiny fine-tuned model (and models/clap for `package`)."""
+    from bayes_beats import register
+
+    root, params = tiny_project
+    if not (root / "models" / "clap").exists():
+        shutil.copytree(clap_dir, root / "models" / "clap")
+    work = tmp_path_factory.mktemp("registry")
+    (work / "models").symlink_to(root / "models")
+    (work / "metrics").mkdir()
+    (work / "metrics" / "eval.json").write_text(json.dumps({"finetuned": {"clap_local": 0.2}}))
+    uri = f"sqlite:///{work}/mlflow.db"
+    cwd, before = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(work)
+    try:
+        register.run(params)
+    finally:
+        os.chdir(cwd)
+        os.environ.pop("MLFLOW_TRACKING_URI") if before is None else os.environ.update(MLFLOW_TRACKING_URI=before)
+    assert json.loads((work / "metrics" / "register.json").read_text())["alias"] == "champion"
+    return work, uri
+
+
+def start_service(tmp: Path, env: dict[str, str], target: str = "service:BayesBeats", timeout: float = 180):
+    port = free_port()
+    # from source there is no Bento CLAP model: no clap_local score unless the caller names a CLAP dir
+    source = {"BAYES_BEATS_CLAP_DIR": ""} if target.startswith("service:") else {}
+    env = {"BAYES_BEATS_REQUEST_LOG": str(tmp / f"requests-{port}.sqlite"), **source, **env}
+    log = open(tmp / f"serve-{port}.log", "w")  # noqa: SIM115 (closed by stop_service)
+    proc = subprocess.Popen(
+        [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO / "serving",
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "BENTOML_HOME": str(tmp / "bentoml"), **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = (tmp / f"serve-{port}.log").read_text()
+        if proc.poll() is not None or "Application startup failed" in text:
+            stop_service(proc, log, grace=5)
+            raise RuntimeError(f"bentoml serve failed to start: {text[-3000:]}")
+        try:
+            if urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200:
+                return proc, url, log
+        except OSError:
+            time.sleep(0.5)
+    stop_service(proc, log, grace=5)
+    raise TimeoutError(f"service not ready: {(tmp / f'serve-{port}.log').read_text()[-3000:]}")
+
+
+def stop_service(proc: subprocess.Popen, log, grace: float = 60) -> int:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group: also workers a stopped arbiter left behind
+        return proc.wait(grace)
+    except ProcessLookupError:
+        return proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # a server stuck restarting a failing worker
+        return proc.wait(10)
+    finally:
+        log.close()

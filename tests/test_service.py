@@ -8,10 +8,8 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,81 +17,31 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import BIN, REPO, free_port
+from conftest import BIN, REPO, start_service, stop_service
 from PIL import Image
-
-from bayes_beats import register
 
 pytestmark = pytest.mark.serving
 CATALOG = REPO / "serving" / "catalog"
 
 
-@pytest.fixture(scope="session")
-def registry(tiny_project, tmp_path_factory):
-    """A sqlite MLflow registry whose `champion` is the tiny fine-tuned model."""
-    root, params = tiny_project
-    work = tmp_path_factory.mktemp("registry")
-    (work / "models").symlink_to(root / "models")
-    (work / "metrics").mkdir()
-    (work / "metrics" / "eval.json").write_text(json.dumps({"finetuned": {"clap_local": 0.2}}))
-    uri = f"sqlite:///{work}/mlflow.db"
-    cwd, before = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    os.chdir(work)
-    try:
-        register.run(params)
-    finally:
-        os.chdir(cwd)
-        os.environ.pop("MLFLOW_TRACKING_URI") if before is None else os.environ.update(MLFLOW_TRACKING_URI=before)
-    assert json.loads((work / "metrics" / "register.json").read_text())["alias"] == "champion"
-    return work, uri
-
-
-def start_service(tmp: Path, env: dict[str, str], target: str = "service:BayesBeats", timeout: float = 180):
-    port = free_port()
-    log = open(tmp / f"serve-{port}.log", "w")  # noqa: SIM115 (closed by stop_service)
-    proc = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO / "serving",
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "BENTOML_HOME": str(tmp / "bentoml"), **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = (tmp / f"serve-{port}.log").read_text()
-        if proc.poll() is not None or "Application startup failed" in text:
-            stop_service(proc, log, grace=5)
-            raise RuntimeError(f"bentoml serve failed to start: {text[-3000:]}")
-        try:
-            if urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200:
-                return proc, url, log
-        except OSError:
-            time.sleep(0.5)
-    stop_service(proc, log, grace=5)
-    raise TimeoutError(f"service not ready: {(tmp / f'serve-{port}.log').read_text()[-3000:]}")
-
-
-def stop_service(proc: subprocess.Popen, log, grace: float = 60) -> int:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        return proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # a server stuck restarting a failing worker
-        return proc.wait(10)
-    finally:
-        log.close()
+@pytest.fixture(scope="module")
+def served(registry, clap_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("service")
+    request_log = tmp / "requests.sqlite"
+    env = {
+        "MLFLOW_TRACKING_URI": registry[1],
+        "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion",
+        "BAYES_BEATS_REQUEST_LOG": str(request_log),
+        "BAYES_BEATS_CLAP_DIR": str(clap_dir),
+    }
+    proc, url, log = start_service(tmp, env)
+    yield url, request_log
+    stop_service(proc, log)
 
 
 @pytest.fixture(scope="module")
-def service(registry, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("service")
-    env = {"MLFLOW_TRACKING_URI": registry[1], "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion"}
-    proc, url, log = start_service(tmp, env)
-    yield url
-    stop_service(proc, log)
+def service(served):
+    return served[0]
 
 
 def jpeg(color=(200, 120, 60), size=(64, 48)) -> bytes:
@@ -137,6 +85,30 @@ def test_vibe_and_generate_from_image(service):
     assert r.status_code == 200 and out["vibe"]["caption"] in out["prompt"] and "green hills" in out["prompt"]
     audio, sr = sf.read(io.BytesIO(base64.b64decode(out["variations"][0]["wav_base64"])))
     assert abs(len(audio) / sr - 2.0) < 0.1
+
+
+def test_each_generation_is_logged_with_what_the_audio_measures(served):
+    from bayes_beats.requestlog import read_requests
+
+    url, request_log = served
+    prompt = "rainy window, slow and quiet, logged"
+    assert httpx.post(f"{url}/generate", json={"prompt": prompt, "duration_s": 3}, timeout=60).status_code == 200
+    photo = (CATALOG / "green-hills-blue-sky.jpg").read_bytes()
+    files = {"image": ("x.jpg", photo, "image/jpeg")}
+    r = httpx.post(f"{url}/generate_from_image", files=files, data={"caption": "logged"}, timeout=60)
+    assert r.status_code == 200
+    deadline, rows = time.monotonic() + 60, None
+    while time.monotonic() < deadline:  # written off the request path: poll
+        rows = read_requests(str(request_log)) if request_log.exists() else None
+        if rows is not None and rows["prompt"].str.contains("logged").sum() == 2:
+            break
+        time.sleep(0.5)
+    assert rows is not None
+    text = rows[rows["prompt"] == prompt].iloc[-1]
+    image = rows[rows["endpoint"] == "image"].iloc[-1]
+    assert text["duration_s"] == 3 and 40 < text["bpm"] < 240 and text["mode"] in ("major", "minor")
+    assert text["latency_s"] > 0 and -1 <= text["clap_local"] <= 1 and "champion" in text["model_version"]
+    assert np.isnan(text["valence"]) and image["valence"] == pytest.approx(r.json()["vibe"]["valence"], abs=1e-6)
 
 
 def test_catalog_lists_serves_and_refuses_unknown_ids(service):
@@ -301,12 +273,16 @@ def test_package_builds_a_bento_that_serves_the_champion_behind_an_api_key(regis
     from conftest import copy_repo
 
     project = copy_repo(tmp_path / "project")
+    (project / "models").symlink_to(registry[0] / "models")  # models/clap goes into the Bento
     env = {**os.environ, "MLFLOW_TRACKING_URI": registry[1], "BENTOML_HOME": str(tmp_path / "bentoml")}
     done = subprocess.run([str(BIN / "bayes-beats"), "package"], cwd=project, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     built = json.loads((project / "metrics" / "package.json").read_text())
     assert built["bento"].startswith("bayes-beats:") and built["registry_version"] >= 1
-    proc, url, log = start_service(tmp_path, {"BAYES_BEATS_API_KEY": "k3y"}, target=built["bento"])
+    # a request log that cannot be written (its directory is a file) costs rows, never requests
+    (tmp_path / "a-file").write_text("")
+    env = {"BAYES_BEATS_API_KEY": "k3y", "BAYES_BEATS_REQUEST_LOG": str(tmp_path / "a-file" / "requests.sqlite")}
+    proc, url, log = start_service(tmp_path, env, target=built["bento"])
     try:
         body = {"prompt": "sunny afternoon in the park", "duration_s": 2}
         assert httpx.post(f"{url}/generate", json=body).status_code == 401

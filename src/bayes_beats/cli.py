@@ -23,6 +23,7 @@ STAGES = (
     "evaluate",
     "register",
     "package",
+    "monitor",
 )
 
 
@@ -41,15 +42,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from bayes_beats.config import load_params
     from bayes_beats.jamendo import DataError
+    from bayes_beats.monitor import MonitorAlert
     from bayes_beats.tracking import TrackingError
 
     params = load_params(args.params)
     module = importlib.import_module(f"bayes_beats.{args.stage}")
     try:
         module.run(params)
-    except (DataError, TrackingError) as err:
+    except (DataError, TrackingError, FileNotFoundError) as err:
         print(f"bayes-beats {args.stage}: {err}", file=sys.stderr)
         return 2
+    except MonitorAlert as err:  # the CronJob's alert: its exit status
+        print(f"bayes-beats {args.stage}: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -188,6 +188,16 @@ class PackageParams(Section):
     bento_model: str = "bayes-beats"  # name in the BentoML model store (serving loads `<name>:latest`)
 
 
+class MonitorParams(Section):
+    requests: str = "monitoring/requests_sample.csv"  # the request log: SQLite path, SQLAlchemy URL or CSV export
+    window_hours: float = Field(0.0, ge=0)  # only the last N hours of the log; 0 = all of it
+    min_requests: int = Field(20, ge=1)
+    max_drifted_share: float = Field(0.5, gt=0, le=1)  # of the prompt + audio columns
+    clap_floor: float = 0.05  # mean clap_local of the answers
+    max_latency_p95_s: float = Field(15.0, gt=0)
+    max_oov_pct: float = Field(35.0, ge=0, le=100)  # mean share of prompt words never seen in training captions
+
+
 class Params(Section):
     data: DataParams = DataParams()
     corpus: CorpusParams = CorpusParams()
@@ -205,6 +215,7 @@ class Params(Section):
     eval: EvalParams = EvalParams()
     promote: PromoteParams = PromoteParams()
     package: PackageParams = PackageParams()
+    monitor: MonitorParams = MonitorParams()
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -53,6 +53,14 @@ def eval_set(params: Params) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def training_vocabulary() -> list[str]:
+    """Every word of the training captions: what the monitor's out-of-vocabulary rate is measured against."""
+    from bayes_beats.requestlog import prompt_words
+
+    train = datasets.load_from_disk("data/dataset")["train"]
+    return sorted({w for prompt in train["prompt"] for w in prompt_words(prompt)})
+
+
 def vibe_metrics(valence, arousal, feats: list[dict], plans: list[tuple[float, str]]) -> dict:
     """Does the generated audio follow the prompts' intended valence/arousal? End to end, and split into
     the planner (vibe → metas) and the renderer (metas → audio)."""
@@ -105,7 +113,9 @@ def mood_auc(feats: list[dict], tags: list[str]) -> float | None:
     return round(float(np.mean(aucs)), 4) if aucs else None
 
 
-def evaluate_model(model_dir: str, prompts: pd.DataFrame, scorer, params: Params) -> tuple[dict, list, pd.DataFrame]:
+def evaluate_model(
+    model_dir: str, prompts: pd.DataFrame, scorer, params: Params
+) -> tuple[dict, list, pd.DataFrame, pd.DataFrame]:
     from bayes_beats import load_generator
 
     gen = load_generator(model_dir)
@@ -132,7 +142,19 @@ def evaluate_model(model_dir: str, prompts: pd.DataFrame, scorer, params: Params
         for t in tags.split(",")
         if t
     ]
-    return metrics, audio, pd.DataFrame(per_mood)
+    # the generations in the request log's columns: `bayes-beats monitor`'s reference
+    generations = pd.DataFrame(
+        {
+            "prompt": prompts["prompt"],
+            "valence": prompts["valence"],
+            "arousal": prompts["arousal"],
+            "planned_bpm": [b for b, _ in plans],
+            "planned_keyscale": [k for _, k in plans],
+            **{c: [f[c] for f in feats] for c in ("bpm", "mode", "loudness_lufs", "centroid_hz", "onset_rate")},
+            "clap_local": clap if scorer.name == "clap_local" else np.nan,
+        }
+    )
+    return metrics, audio, pd.DataFrame(per_mood), generations
 
 
 def diversity(model_dir: str, prompts: list[str], scorer, params: Params) -> dict:
@@ -169,9 +191,9 @@ def run(params: Params) -> None:
     with tracking.stage_run("evaluate", params):
         scorer = load_scorer(ep.backend, ep.clap_checkpoint, ep.laion_audio_model, ep.laion_text_model)
         prompts = eval_set(params)
-        results, per_mood, samples = {}, [], {}
+        results, per_mood, samples, generations = {}, [], {}, {}
         for name, model_dir in MODELS.items():
-            results[name], samples[name], moods = evaluate_model(model_dir, prompts, scorer, params)
+            results[name], samples[name], moods, generations[name] = evaluate_model(model_dir, prompts, scorer, params)
             per_mood.append(moods.assign(model=name))
         scenes = [c["prompt"] for c in scene_captions()[: ep.diversity_prompts]]
         results["diversity"] = diversity(MODELS["finetuned"], scenes, scorer, params)
@@ -184,6 +206,8 @@ def run(params: Params) -> None:
                 for i in range(min(ep.samples, len(audio))):
                     write_wav(tmp / f"{name}_{i}.wav", audio[-1 - i], sr)  # the last prompts: scene captions
             (tmp / "prompts.json").write_text(json.dumps(list(prompts["prompt"])[-ep.samples :][::-1]))
+            generations["finetuned"].to_csv(tmp / "requests.csv", index=False)  # the monitor's reference
+            (tmp / "vocabulary.txt").write_text("\n".join(training_vocabulary()) + "\n")
         with atomic_path("metrics/eval_spectrograms.png") as png:  # a DVC image plot: base row vs finetuned row
             spectrogram_grid(samples, sr, png, ep.samples)
         flat = tracking.flatten(results)

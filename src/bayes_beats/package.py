@@ -5,6 +5,7 @@ is what the next `bayes-beats package` builds."""
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from bayes_beats.tracking import TrackingError
 
 log = logging.getLogger(__name__)
 SERVING = Path("serving")
+CLAP_DIR = Path("models/clap")  # the request log's clap_local scorer travels with the Bento
 
 
 def champion_version(alias: str) -> tuple[str, dict[str, str]]:
@@ -31,6 +33,16 @@ def champion_version(alias: str) -> tuple[str, dict[str, str]]:
             "promote one (`dvc repro register`, or set the alias in the MLflow UI)"
         ) from None
     return version.version, dict(version.tags)
+
+
+def import_clap(name: str):
+    import bentoml
+
+    if not (CLAP_DIR / "config.json").is_file():
+        raise TrackingError(f"no CLAP model at {CLAP_DIR} for the service's request log: run `dvc repro clap`")
+    with bentoml.models.create(name, labels={"source": str(CLAP_DIR)}) as model:
+        shutil.copytree(CLAP_DIR, model.path, dirs_exist_ok=True)
+    return model
 
 
 def build_wheel() -> Path:
@@ -57,6 +69,7 @@ def run(params: Params) -> None:
         labels={"registry_version": version, "alias": pp.alias},
         metadata={k: v for k, v in tags.items() if k != "run_id"},
     )
+    clap = import_clap(f"{pp.bento_model}-clap")
     wheel = build_wheel()
     bento = bentoml.bentos.build_bentofile(str(SERVING / "bentofile.yaml"), build_ctx=str(SERVING))
     size_mb = sum(f.stat().st_size for f in Path(bento.path).rglob("*") if f.is_file()) / 1e6
@@ -65,6 +78,7 @@ def run(params: Params) -> None:
         {
             "bento": str(bento.tag),
             "model": str(model.tag),
+            "clap_model": str(clap.tag),
             "registry_version": int(version),
             "wheel": wheel.name,
             "bento_mb": round(size_mb, 1),

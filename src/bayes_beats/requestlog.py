@@ -1,0 +1,200 @@
+"""The service's request log: one row per generation — the prompt and its descriptors, the image's
+valence/arousal, what the generated audio measures (bpm, mode, loudness, brightness), its clap_local
+score, latency, model version — in SQLite locally or Postgres/Cloud SQL in production (any SQLAlchemy URL).
+
+Off the request's critical path: `record()` only puts the request on a bounded queue and returns; a
+daemon thread measures the audio and writes the row. When the queue is full the row is dropped and
+counted, when the database is slow or broken the row is counted as failed: a request never waits for,
+nor fails because of, its log. `bayes-beats monitor` reads the table back (`read_requests`)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+TABLE = "requests"
+WORD = re.compile(r"[a-z][a-z'-]*")
+
+metadata = sa.MetaData()
+requests_table = sa.Table(
+    TABLE,
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("endpoint", sa.String(32), nullable=False),
+    sa.Column("model_version", sa.String(200), nullable=False),
+    sa.Column("prompt", sa.String(1000), nullable=False),
+    sa.Column("prompt_chars", sa.Integer, nullable=False),
+    sa.Column("prompt_words", sa.Integer, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("num_variations", sa.Integer, nullable=False),
+    sa.Column("temperature", sa.Float, nullable=False),
+    sa.Column("valence", sa.Float),  # from the image's vibe; NULL for text requests
+    sa.Column("arousal", sa.Float),
+    sa.Column("planned_bpm", sa.Float),
+    sa.Column("planned_keyscale", sa.String(16)),
+    sa.Column("bpm", sa.Float),  # measured on the generated audio (the first variation)
+    sa.Column("mode", sa.String(8)),
+    sa.Column("loudness_lufs", sa.Float),
+    sa.Column("centroid_hz", sa.Float),  # brightness
+    sa.Column("onset_rate", sa.Float),
+    sa.Column("clap_local", sa.Float),  # NULL when the service has no CLAP model
+    sa.Column("latency_s", sa.Float, nullable=False),
+)
+
+
+def database_url(location: str) -> str:
+    """A SQLAlchemy URL as is, or a file path → a SQLite URL."""
+    if "://" in location:
+        return location
+    return f"sqlite:///{Path(location).expanduser().resolve()}"
+
+
+def prompt_words(prompt: str) -> list[str]:
+    return WORD.findall(prompt.lower())
+
+
+@dataclass
+class Generation:
+    """What the API knows when a generation is done; the worker adds what the audio measures."""
+
+    endpoint: str
+    model_version: str
+    prompt: str
+    duration_s: float
+    num_variations: int
+    temperature: float
+    latency_s: float
+    wav: bytes  # the first variation
+    planned_bpm: float | None = None
+    planned_keyscale: str | None = None
+    valence: float | None = None
+    arousal: float | None = None
+    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class RequestLog:
+    def __init__(self, location: str, clap_dir: str | None = None, max_queue: int = 256, timeout_s: float = 5.0):
+        self.url = database_url(location)
+        self.clap_dir = clap_dir or None
+        self.timeout_s = timeout_s
+        self.counts = {"recorded": 0, "dropped": 0, "failed": 0}
+        self._queue: queue.Queue[Generation | None] = queue.Queue(max_queue)
+        self._engine: sa.Engine | None = None
+        self._scorer: Any = None  # LocalClapScorer, loaded by the worker on first use
+        self._thread = threading.Thread(target=self._work, name="request-log", daemon=True)
+        self._thread.start()
+
+    def record(self, generation: Generation) -> bool:
+        """Queue a row; never blocks. False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait(generation)
+            return True
+        except queue.Full:
+            self.counts["dropped"] += 1
+            return False
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Write what is queued (up to `timeout_s`), then stop the worker."""
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            return
+        self._thread.join(timeout_s)
+
+    def _connect(self) -> sa.Engine:
+        if self._engine is None:
+            if self.url.startswith("sqlite:///"):
+                Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                engine = sa.create_engine(self.url, connect_args={"timeout": self.timeout_s})
+            else:
+                engine = sa.create_engine(self.url, pool_pre_ping=True, pool_timeout=self.timeout_s)
+            metadata.create_all(engine)
+            self._engine = engine
+        return self._engine
+
+    def _work(self) -> None:
+        while (generation := self._queue.get()) is not None:
+            try:
+                row = self.measure(generation)
+                with self._connect().begin() as connection:
+                    connection.execute(requests_table.insert(), [row])
+                self.counts["recorded"] += 1
+            except Exception as err:  # a log that cannot write must not take the service down
+                self.counts["failed"] += 1
+                if self.counts["failed"] in (1, 10, 100) or self.counts["failed"] % 1000 == 0:
+                    log.warning("request log %s: %d rows failed, last: %s", self.url, self.counts["failed"], err)
+
+    def measure(self, g: Generation) -> dict:
+        import soundfile as sf
+
+        from bayes_beats.config import FeaturesParams
+        from bayes_beats.features import extract
+
+        audio, sr = sf.read(io.BytesIO(g.wav), dtype="float32", always_2d=True)
+        mono = audio.mean(axis=1)
+        feats = extract(mono, sr, FeaturesParams()) if np.any(mono) else {}
+        clap = None
+        if self.clap_dir:
+            from bayes_beats.scoring import clap_scores
+
+            if self._scorer is None:
+                from bayes_beats.scoring import LocalClapScorer
+
+                self._scorer = LocalClapScorer(self.clap_dir)
+            clap = float(clap_scores(self._scorer, [g.prompt], [audio.T], sr)[0])
+        return {
+            "ts": g.ts,
+            "endpoint": g.endpoint,
+            "model_version": g.model_version[:200],
+            "prompt": g.prompt[:1000],
+            "prompt_chars": len(g.prompt),
+            "prompt_words": len(prompt_words(g.prompt)),
+            "duration_s": g.duration_s,
+            "num_variations": g.num_variations,
+            "temperature": g.temperature,
+            "valence": g.valence,
+            "arousal": g.arousal,
+            "planned_bpm": g.planned_bpm,
+            "planned_keyscale": g.planned_keyscale,
+            "bpm": feats.get("bpm"),
+            "mode": feats.get("mode"),
+            "loudness_lufs": _finite(feats.get("loudness_lufs")),
+            "centroid_hz": feats.get("centroid_hz"),
+            "onset_rate": feats.get("onset_rate"),
+            "clap_local": clap,
+            "latency_s": g.latency_s,
+        }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and np.isfinite(value) else None  # silence measures −inf LUFS
+
+
+def read_requests(location: str, since_hours: float | None = None) -> pd.DataFrame:
+    """The logged requests (all, or those of the last `since_hours`), oldest first."""
+    url = database_url(location)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise FileNotFoundError(f"no request log at {url.removeprefix('sqlite:///')}")
+    query = sa.select(requests_table).order_by(requests_table.c.ts)
+    if since_hours is not None:
+        cutoff = datetime.now(UTC).timestamp() - since_hours * 3600
+        query = query.where(requests_table.c.ts >= datetime.fromtimestamp(cutoff, UTC))
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return pd.read_sql(query, connection)
+    finally:
+        engine.dispose()

@@ -1,0 +1,152 @@
+"""The request log (off the critical path, never failing a request) and `bayes-beats monitor` (Evidently
+drift + tests, exit status 1 when a test fails) on real SQLite databases and real reports."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import BIN
+
+from bayes_beats.api import wav_bytes
+from bayes_beats.requestlog import Generation, RequestLog, read_requests
+from bayes_beats.synth import plan_track, render_track
+
+SR = 22050
+
+
+@pytest.fixture(scope="module")
+def clip() -> bytes:
+    rng = np.random.default_rng(3)
+    audio = render_track(plan_track(rng), 4.0, SR, rng)
+    return wav_bytes(np.atleast_2d(audio), SR)
+
+
+def generation(wav: bytes, prompt: str = "a calm piano evening", **extra) -> Generation:
+    fields = dict(model_version="v1", duration_s=4.0, num_variations=1, temperature=1.0, latency_s=0.4)
+    return Generation(endpoint="generate", prompt=prompt, wav=wav, **{**fields, **extra})
+
+
+def test_rows_carry_the_prompt_the_audio_features_and_the_clap_score(tmp_path, clip, clap_dir):
+    log = RequestLog(str(tmp_path / "log" / "requests.sqlite"), clap_dir=str(clap_dir))
+    assert log.record(generation(clip, planned_bpm=96.0, planned_keyscale="A minor"))
+    assert log.record(generation(clip, prompt="sunset colours, warm", valence=0.4, arousal=-0.2))
+    log.close()
+    rows = read_requests(str(tmp_path / "log" / "requests.sqlite"))
+    assert log.counts == {"recorded": 2, "dropped": 0, "failed": 0} and len(rows) == 2
+    first, second = rows.iloc[0], rows.iloc[1]
+    assert 40 < first["bpm"] < 240 and first["mode"] in ("major", "minor")
+    assert first["loudness_lufs"] < 0 and first["centroid_hz"] > 0 and -1 <= first["clap_local"] <= 1
+    assert first["prompt_words"] == 4 and first["prompt_chars"] == len("a calm piano evening")
+    assert np.isnan(first["valence"]) and second["valence"] == pytest.approx(0.4)
+    assert read_requests(str(tmp_path / "log" / "requests.sqlite"), since_hours=1).shape[0] == 2
+
+
+def test_a_locked_database_never_blocks_a_request_and_rows_are_counted(tmp_path, clip):
+    path = tmp_path / "requests.sqlite"
+    RequestLog(str(path)).close()  # creates the table
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    log = RequestLog(str(path), max_queue=4, timeout_s=0.5)
+    started = time.monotonic()
+    accepted = [log.record(generation(clip)) for _ in range(40)]
+    assert time.monotonic() - started < 0.5  # 40 records took less than one lock timeout: none waited
+    assert accepted.count(False) == log.counts["dropped"] > 0
+    deadline = time.monotonic() + 60
+    while log.counts["failed"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.counts["failed"] > 0  # the worker gave up on the locked database instead of hanging
+    holder.rollback()
+    holder.close()
+    assert log.record(generation(clip, prompt="after the lock"))
+    log.close()
+    assert "after the lock" in set(read_requests(str(path))["prompt"])
+
+
+def test_an_unwritable_log_fails_rows_not_the_caller(tmp_path, clip):
+    (tmp_path / "a-file").write_text("not a directory")
+    log = RequestLog(str(tmp_path / "a-file" / "requests.sqlite"))
+    assert log.record(generation(clip))
+    log.close()
+    assert log.counts == {"recorded": 0, "dropped": 0, "failed": 1}
+
+
+# ---- monitor
+
+
+def reference_frame(n: int, rng: np.random.Generator) -> pd.DataFrame:
+    words = ["calm", "piano", "evening", "happy", "upbeat", "drums", "dark", "ambient", "pad", "energetic"]
+    return pd.DataFrame(
+        {
+            "prompt": [" ".join(rng.choice(words, rng.integers(3, 7))) for _ in range(n)],
+            "bpm": rng.normal(110, 15, n),
+            "mode": rng.choice(["major", "minor"], n),
+            "loudness_lufs": rng.normal(-18, 2, n),
+            "centroid_hz": rng.normal(1800, 300, n),
+            "onset_rate": rng.normal(3, 0.5, n),
+            "clap_local": rng.normal(0.25, 0.05, n),
+            "latency_s": rng.gamma(4, 0.2, n),
+        }
+    )
+
+
+@pytest.fixture
+def monitor_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "reports/eval").mkdir(parents=True)
+    reference_frame(60, rng).drop(columns="latency_s").to_csv(tmp_path / "reports/eval/requests.csv", index=False)
+    vocab = "calm piano evening happy upbeat drums dark ambient pad energetic"
+    (tmp_path / "reports/eval/vocabulary.txt").write_text("\n".join(vocab.split()))
+    (tmp_path / "params.yaml").write_text("monitor:\n  requests: current.csv\n")
+    return tmp_path
+
+
+def monitor(cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "bayes-beats"), "monitor"], cwd=cwd, capture_output=True, text=True)
+
+
+def test_monitor_passes_on_requests_like_the_reference(monitor_dir):
+    reference_frame(120, np.random.default_rng(1)).to_csv(monitor_dir / "current.csv", index=False)
+    done = monitor(monitor_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((monitor_dir / "metrics/monitor.json").read_text())
+    assert summary["requests"] == 120 and summary["failed"] == 0 and summary["tests"] >= 5
+    assert (monitor_dir / "reports/monitor.html").stat().st_size > 10_000
+    assert json.loads((monitor_dir / "reports/monitor.json").read_text())["tests"]
+
+
+def test_monitor_fails_on_drift_a_low_clap_score_slow_answers_and_unknown_words(monitor_dir):
+    drifted = reference_frame(120, np.random.default_rng(2))
+    drifted["bpm"] += 60
+    drifted["centroid_hz"] *= 2
+    drifted["loudness_lufs"] -= 10
+    drifted["clap_local"] -= 0.3
+    drifted["latency_s"] += 30
+    drifted["prompt"] = "zxq vaporwave blorp " + drifted["prompt"]
+    drifted.to_csv(monitor_dir / "current.csv", index=False)
+    done = monitor(monitor_dir)
+    assert done.returncode == 1, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("bayes-beats monitor: ") and "Traceback" not in done.stderr
+    failures = " ".join(json.loads((monitor_dir / "metrics/monitor.json").read_text())["failures"])
+    for what in ("Drifted", "clap_local", "latency_s", "oov_pct"):
+        assert what in failures, failures
+
+
+def test_monitor_reads_the_service_log_and_says_when_it_is_missing(monitor_dir, clip):
+    log = RequestLog(str(monitor_dir / "requests.sqlite"))
+    for i in range(3):
+        log.record(generation(clip, prompt=f"calm piano evening {i}"))
+    log.close()
+    (monitor_dir / "params.yaml").write_text("monitor:\n  requests: requests.sqlite\n  window_hours: 24\n")
+    done = monitor(monitor_dir)
+    assert done.returncode == 1  # 3 requests are fewer than min_requests: that is a failed test too
+    assert json.loads((monitor_dir / "metrics/monitor.json").read_text())["requests"] == 3
+    (monitor_dir / "params.yaml").write_text("monitor:\n  requests: nowhere.sqlite\n")
+    done = monitor(monitor_dir)
+    assert done.returncode == 2 and "no request log at" in done.stderr and "Traceback" not in done.stderr
