@@ -39,20 +39,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(max_batch: int) -> tuple[subprocess.Popen, str]:
+def start(max_batch: int, request_log: str | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion",
         "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{REPO}/mlflow.db"),
         "BAYES_BEATS_MAX_BATCH": str(max_batch),
+        "BAYES_BEATS_CLAP_DIR": str(REPO / "models" / "clap"),  # the request log scores, as in production
+        "BAYES_BEATS_REQUEST_LOG": request_log or str(tmp / f"bayes-beats-bench-{port}.sqlite"),
     }
     proc = subprocess.Popen(
         [str(BIN / "bentoml"), "serve", "service:BayesBeats", "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO / "serving",
         env=env,
-        stdout=open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bayes-beats-bench-{port}.log", "w"),  # noqa: SIM115
+        stdout=open(tmp / f"bayes-beats-bench-{port}.log", "w"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -69,7 +72,7 @@ def start(max_batch: int) -> tuple[subprocess.Popen, str]:
     raise TimeoutError("service did not get ready")
 
 
-async def load(url: str, clients: int, requests: int, seconds: float) -> dict:
+async def load(url: str, clients: int, requests: int, seconds: float, prompts: list[str] = PROMPTS) -> dict:
     latencies: list[float] = []
     errors = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -80,7 +83,7 @@ async def load(url: str, clients: int, requests: int, seconds: float) -> dict:
         nonlocal errors
         while not queue.empty():
             i = queue.get_nowait()
-            body = {"prompt": PROMPTS[i % len(PROMPTS)], "duration_s": seconds, "seed": i}
+            body = {"prompt": prompts[i % len(prompts)], "duration_s": seconds, "seed": i}
             start = time.perf_counter()
             r = await http.post(f"{url}/generate", json=body)
             latencies.append(time.perf_counter() - start)

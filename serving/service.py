@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import aiohttp
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from bentoml.validators import ContentType
@@ -166,12 +167,19 @@ class BayesBeats:
         if not low <= request.duration_s <= high:
             raise InvalidArgument(f"duration_s must be within [{low}, {high}] on the {self._limits['profile']} profile")
         started = time.perf_counter()
-        try:
-            result = await self.renderer.to_async.render([request])
-        except BentoMLException as err:
-            if err.error_code.value < 500:
-                raise InvalidArgument(str(err)) from None
-            raise
+        for attempt in range(3):
+            try:
+                result = await self.renderer.to_async.render([request])
+                break
+            except BentoMLException as err:
+                if err.error_code.value < 500:
+                    raise InvalidArgument(str(err)) from None
+                raise
+            except aiohttp.ClientConnectionError:
+                # the renderer closed an idle keep-alive connection as this request picked it up (seen under
+                # load): nothing was rendered for it, and a seeded generation is safe to send again
+                if attempt == 2:
+                    raise
         rendered = result[0] if isinstance(result[0], Rendered) else Rendered.model_validate(result[0])
         if self.request_log is not None:
             self.request_log.record(
