@@ -184,7 +184,11 @@ def test_kubernetes_manifests_keep_the_serving_contract():
     cron = by_kind["CronJob", "monitor"]["spec"]
     job = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert cron["schedule"] == "0 * * * *"
-    assert job["command"] == ["bayes-beats", "monitor"] and job["image"].split(":")[0] == "bayes-beats-train"
+    assert job["args"][-1] == "monitor" and job["image"].split(":")[0] == "bayes-beats-train"  # `dvc repro monitor`
+    assert "monitor.requests=env:BAYES_BEATS_REQUEST_LOG" in job["args"]
+    cron_env = {e["name"]: e for e in job["env"]}
+    assert cron_env["BAYES_BEATS_REQUEST_LOG"]["valueFrom"]["secretKeyRef"]["name"] == "request-log"
+    assert env["BAYES_BEATS_REQUEST_LOG"]["valueFrom"]["secretKeyRef"]["name"] == "request-log"
     mlflow = by_kind["Deployment", "mlflow"]["spec"]["template"]["spec"]
     assert mlflow["enableServiceLinks"] is False  # else MLFLOW_PORT=tcp://... reaches `mlflow server`
     assert mlflow["initContainers"][0]["restartPolicy"] == "Always"  # the Cloud SQL proxy as a native sidecar

@@ -4,6 +4,7 @@ drift + tests, exit status 1 when a test fails) on real SQLite databases and rea
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import time
@@ -106,13 +107,16 @@ def monitor_dir(tmp_path):
     return tmp_path
 
 
-def monitor(cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "bayes-beats"), "monitor"], cwd=cwd, capture_output=True, text=True)
+def monitor(cwd, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, **env}
+    return subprocess.run([str(BIN / "bayes-beats"), "monitor"], cwd=cwd, capture_output=True, text=True, env=environ)
 
 
 def test_monitor_passes_on_requests_like_the_reference(monitor_dir):
     reference_frame(120, np.random.default_rng(1)).to_csv(monitor_dir / "current.csv", index=False)
-    done = monitor(monitor_dir)
+    # env:NAME: the location (a database URL with its password, in production) comes from the environment
+    (monitor_dir / "params.yaml").write_text("monitor:\n  requests: env:REQUEST_LOG_URL\n")
+    done = monitor(monitor_dir, REQUEST_LOG_URL=str(monitor_dir / "current.csv"))
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((monitor_dir / "metrics/monitor.json").read_text())
     assert summary["requests"] == 120 and summary["failed"] == 0 and summary["tests"] >= 5

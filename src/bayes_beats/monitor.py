@@ -10,6 +10,7 @@ when a test fails, so the Kubernetes CronJob alerts by its exit status."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -31,12 +32,18 @@ class MonitorAlert(Exception):
 
 
 def load_current(mp: MonitorParams) -> pd.DataFrame:
-    """The request log (SQLite path or SQLAlchemy URL) or a CSV export of it."""
-    if mp.requests.endswith(".csv"):
-        if not Path(mp.requests).is_file():
-            raise FileNotFoundError(f"no request sample at {mp.requests}")
-        return pd.read_csv(mp.requests)
-    return read_requests(mp.requests, mp.window_hours or None)
+    """The request log (SQLite path or SQLAlchemy URL; `env:NAME` reads it from that environment variable,
+    so a database password stays out of params and logs) or a CSV export of it."""
+    location = mp.requests
+    if location.startswith("env:"):
+        location = os.environ.get(location.removeprefix("env:"), "")
+        if not location:
+            raise FileNotFoundError(f"monitor.requests is {mp.requests} but that variable is not set")
+    if location.endswith(".csv"):
+        if not Path(location).is_file():
+            raise FileNotFoundError(f"no request sample at {location}")
+        return pd.read_csv(location)
+    return read_requests(location, mp.window_hours or None)
 
 
 def oov_descriptor(vocabulary: set[str]):
