@@ -19,7 +19,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # stages run `bayes-beats <stage>` from the venv, also when dvc is called through make
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install tools browser demo test test-fast lint lint-infra format bench clean mlflow-ui serve package soak
+.PHONY: install tools browser demo test test-fast lint lint-infra format bench clean mlflow-ui serve package soak postgres
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ tools: $(TOOLS_STAMP)
 # headless Chromium for the page's end-to-end test (Playwright's own browser download is not reachable)
 browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+# a real PostgreSQL for the request log's tests (the production log is Postgres / Cloud SQL)
+postgres:
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
 
 demo: install
 	$(BIN)/dvc repro
@@ -80,7 +85,7 @@ format: install
 	$(BIN)/ruff format src tests serving bench
 	$(BIN)/ruff check --fix src tests serving bench
 
-test: lint tools browser
+test: lint tools browser postgres
 	$(BIN)/pytest -x
 
 test-fast: install

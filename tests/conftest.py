@@ -249,3 +249,37 @@ def stop_service(proc: subprocess.Popen, log, grace: float = 60) -> int:
         return proc.wait(10)
     finally:
         log.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """A real PostgreSQL server (Debian's, `make postgres`) on loopback; yields a SQLAlchemy URL."""
+    import glob
+    import pwd
+    import tempfile
+
+    bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
+    # not under pytest's base temp: that is 0700 root, which the postgres user cannot enter
+    data = Path(tempfile.mkdtemp(prefix="bayes-beats-pg-")) / "data"
+    data.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root: run it as its own system user
+        as_user = ["runuser", "-u", "postgres", "--"]
+        owner = pwd.getpwnam("postgres")
+        os.chown(data, owner.pw_uid, owner.pw_gid)
+        os.chown(data.parent, owner.pw_uid, owner.pw_gid)
+    port = free_port()
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bb"], check=True, capture_output=True
+    )
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    subprocess.run(
+        [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(data / "log"), "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://bb@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(data.parent, ignore_errors=True)

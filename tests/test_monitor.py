@@ -154,3 +154,16 @@ def test_monitor_reads_the_service_log_and_says_when_it_is_missing(monitor_dir, 
     (monitor_dir / "params.yaml").write_text("monitor:\n  requests: nowhere.sqlite\n")
     done = monitor(monitor_dir)
     assert done.returncode == 2 and "no request log at" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_log_and_the_monitor_work_on_postgres(postgres, monitor_dir, clip):
+    log = RequestLog(postgres)
+    for i in range(3):
+        assert log.record(generation(clip, prompt=f"calm piano evening on postgres {i}"))
+    log.close()
+    assert log.counts["recorded"] == 3
+    rows = read_requests(postgres, since_hours=1)
+    assert len(rows) >= 3 and rows["bpm"].notna().all() and str(rows["ts"].dtype).startswith("datetime64")
+    (monitor_dir / "params.yaml").write_text("monitor:\n  requests: env:LOG_URL\n  min_requests: 3\n")
+    done = monitor(monitor_dir, LOG_URL=postgres)
+    assert json.loads((monitor_dir / "metrics/monitor.json").read_text())["requests"] == len(rows), done.stderr
