@@ -109,7 +109,8 @@ serve: install
 
 # the 10-minute load test of the service (8 clients on loopback: 0 errors, resident memory flat)
 soak: install
-	BAYES_BEATS_SOAK_S=$${BAYES_BEATS_SOAK_S:-600} $(BIN)/pytest -x -m soak -p no:cacheprovider tests/test_faults.py
+	BAYES_BEATS_SOAK_S=$${BAYES_BEATS_SOAK_S:-600} BAYES_BEATS_SOAK_OUT=$(CURDIR)/bench/soak.json \
+		$(BIN)/pytest -x -m soak -p no:cacheprovider tests/test_faults.py
 
 clean:
 	rm -rf data reports metrics/*.json

@@ -210,6 +210,16 @@ def write_table(r: dict, out: Path) -> None:
         ),
         ("`dvc repro`, the real pipeline, nothing changed", f"{r['noop_dvc_repro']['seconds']} s", ""),
     ]
+    soak_file = Path("bench/soak.json")  # `make soak` (10 min), not part of `make bench`
+    if soak_file.is_file():
+        soak = json.loads(soak_file.read_text())
+        rows.append(
+            (
+                f"Soak (`make soak`): {soak['clients']} clients, {soak['seconds']:.0f} s, tiny model",
+                f"{soak['requests']} requests, {soak['errors']} errors, p50 {soak['p50_s']} s, p95 {soak['p95_s']} s",
+                f"RSS {soak['rss_mb_after_warmup']} → {soak['rss_mb_max_second_half']} MB (+{soak['rss_growth']:.1%})",
+            )
+        )
     lines = [
         "# Benchmarks",
         "",
