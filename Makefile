@@ -114,3 +114,70 @@ soak: install
 
 clean:
 	rm -rf data reports metrics/*.json
+
+# ---- containers: podman with the project's own configuration, no registry (docs/containers.md) --------
+# Image layers, named volumes and podman's database live outside the clone, so later runs and fresh clones
+# reuse the layers; nothing host-wide changes (CONTAINERS_CONF / CONTAINERS_STORAGE_CONF point here).
+CONTAINERS_HOME ?= $(HOME)/.local/share/bayes-beats/containers
+export CONTAINERS_CONF := $(CONTAINERS_HOME)/containers.conf
+export CONTAINERS_STORAGE_CONF := $(CONTAINERS_HOME)/storage.conf
+PODMAN_STAMP := $(CONTAINERS_HOME)/.configured
+# release Dockerfiles default to python:3.11-slim-bookworm; here every image builds on the local base
+LOCAL_BASE ?= localhost/debian-python:bookworm
+BENTO ?= bayes-beats:latest
+SERVICE_IMAGE ?= bayes-beats-service:latest
+TRAIN_IMAGE ?= bayes-beats-train:latest
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+BUILD := podman build --network host --format docker --layers --build-arg BASE_IMAGE=$(LOCAL_BASE) \
+	--build-arg VERSION=$(VERSION)
+COMPOSE_LOCAL := podman-compose -f docker/compose.yaml -f docker/compose.local.yaml
+
+.PHONY: podman podman-config base-image service-image train-image stack-images images serve-image \
+	container-images stack-up stack-down
+
+# podman, buildah, runc, mmdebstrap (the local base) and podman-compose from Debian, like `browser`
+podman:
+	command -v podman >/dev/null && command -v mmdebstrap >/dev/null && command -v podman-compose >/dev/null \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc \
+		mmdebstrap uidmap podman-compose >/dev/null)
+	$(MAKE) --no-print-directory podman-config
+
+$(PODMAN_STAMP): docker/podman-config.sh
+	docker/podman-config.sh $(CONTAINERS_HOME)
+	touch $@
+
+podman-config: $(PODMAN_STAMP)
+
+# Debian 12 + Python 3.11 from Debian's packages (LOCAL ONLY: it carries this host's CA certificates)
+base-image: podman
+	podman image exists $(LOCAL_BASE) || docker/base-image.sh $(LOCAL_BASE)
+
+# a Bento (default: `make package`'s) → SERVICE_IMAGE; tests call it with a tiny Bento in a temp BENTOML_HOME
+service-image: base-image install
+	$(BIN)/python docker/containerize.py $(BENTO) $(SERVICE_IMAGE) --base-image $(LOCAL_BASE) --version $(VERSION)
+
+train-image: base-image
+	$(BUILD) --ignorefile docker/train.Dockerfile.dockerignore -f docker/train.Dockerfile -t $(TRAIN_IMAGE) .
+
+# the local compose stack's own images: MLflow (PyPI) and PostgreSQL (Debian's package), on the local base
+stack-images: base-image
+	$(BUILD) -f docker/mlflow.Dockerfile -t bayes-beats-mlflow:latest docker
+	$(BUILD) -f docker/postgres.Dockerfile -t bayes-beats-postgres:latest docker
+
+# what the container tests build on (the service image itself is built in the test from a tiny Bento)
+container-images: train-image stack-images
+
+images: service-image train-image stack-images
+	@podman images --filter reference='*bayes-beats*' --filter reference='*debian-python*'
+
+# the service image in the foreground on the host network, serving what `make serve` serves (API + page)
+serve-image: podman
+	podman run --rm --init --network host --name bayes-beats-service-$(PORT) $(SERVICE_IMAGE) --port $(PORT)
+
+# MLflow + PostgreSQL + the service with podman-compose, host network (compose.local.yaml)
+stack-up: stack-images
+	$(COMPOSE_LOCAL) up -d
+
+stack-down: podman
+	$(COMPOSE_LOCAL) down
+# ---- end of containers --------------------------------------------------------------------------------

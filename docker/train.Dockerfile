@@ -28,12 +28,17 @@ RUN groupadd --gid 10001 bayes \
 
 WORKDIR /app
 # A venv, not the system interpreter: Debian's python3 is externally managed (PEP 668). The project pins
-# its whole stack in pyproject.toml (torch==2.14.1, dvc==3.67.1, mlflow==3.17.2, ...), so installing
-# `.` is reproducible; README.md is the package's readme.
+# its whole stack in pyproject.toml (torch==2.14.1, dvc==3.67.1, mlflow==3.17.2, ...). Two layers: the
+# pinned dependencies first (read from pyproject.toml alone, so a change to src/ reuses this multi-GB
+# layer), then the project itself without dependencies; README.md is the package's readme.
 COPY pyproject.toml README.md ./
-COPY src/ src/
 RUN python3 -m venv "$VIRTUAL_ENV" \
-    && pip install --no-cache-dir . \
+    && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY src/ src/
+RUN pip install --no-cache-dir --no-deps . \
     && chown 10001:10001 /app
 
 # What `dvc repro` reads: the pipeline, its lock and params, the stage sources (above) and serving/ (deps
@@ -43,6 +48,13 @@ COPY --chown=10001:10001 .dvc/config .dvc/config
 COPY --chown=10001:10001 serving/ serving/
 COPY docker/train-entrypoint.py /usr/local/bin/bayes-beats-train
 RUN printf '[core]\n    no_scm = true\n' > .dvc/config.local && chown -R 10001:10001 .dvc
+
+ARG VERSION=0.1.0
+ARG SOURCE=https://github.com/bayes-beats/bayes-beats
+LABEL org.opencontainers.image.title="bayes-beats-train" \
+      org.opencontainers.image.description="Bayes' Beats training: the DVC pipeline (dvc repro), accelerate launch" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}"
 
 USER 10001:10001
 # A batch job: it exits when the pipeline is done and its exit status is its health; nothing to probe.
