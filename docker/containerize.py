@@ -69,7 +69,9 @@ def main(argv: list[str]) -> int:
         for key, value in build_args.items():
             cmd += ["--opt", f"build-arg={key}={value}"]
         start = time.monotonic()
-        done = subprocess.run(cmd, env={**os.environ, "BENTOML_HOME": str(store)})  # noqa: S603 - our own argv
+        # cwd /: BentoML resolves the template inside its temporary build context and refuses paths outside
+        # the working directory ("Accessing file outside of current working directory is not allowed")
+        done = subprocess.run(cmd, cwd="/", env={**os.environ, "BENTOML_HOME": str(store)})  # noqa: S603
         print(f"containerize: {args.image} from {bento.tag} in {time.monotonic() - start:.0f} s", file=sys.stderr)
         return done.returncode
 
