@@ -172,7 +172,7 @@ images: service-image train-image stack-images
 
 # the service image in the foreground on the host network, serving what `make serve` serves (API + page)
 serve-image: podman
-	podman run --rm --init --network host --name bayes-beats-service-$(PORT) $(SERVICE_IMAGE) --port $(PORT)
+	podman run --rm --init --network host --name bayes-beats-service-$(PORT) -e BENTOML_PORT=$(PORT) $(SERVICE_IMAGE)
 
 # MLflow + PostgreSQL + the service with podman-compose, host network (compose.local.yaml)
 stack-up: stack-images

@@ -24,6 +24,13 @@ RUN groupadd --gid 10001 mlflow \
     && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/mlflow --shell /usr/sbin/nologin mlflow \
     && mkdir /mlartifacts && chown 10001:10001 /mlartifacts
 
+ARG VERSION=0.1.0
+ARG SOURCE=https://github.com/bayes-beats/bayes-beats
+LABEL org.opencontainers.image.title="bayes-beats-mlflow" \
+      org.opencontainers.image.description="MLflow tracking server and model registry for Bayes' Beats" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}"
+
 USER 10001:10001
 WORKDIR /home/mlflow
 EXPOSE 5000

@@ -8,6 +8,15 @@
 #   --build-arg BASE_IMAGE=localhost/debian-python:bookworm
 # checkov:skip=CKV_DOCKER_7: the base is a build argument whose default is pinned (python:3.11-slim-bookworm); checkov cannot see through ${BASE_IMAGE}
 ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# The pinned dependency list alone, from pyproject.toml: the next stage installs it in its own layer,
+# which is reused for as long as this list is unchanged (edits to src/, the readme or other pyproject
+# sections do not reinstall the multi-GB CUDA torch stack).
+FROM ${BASE_IMAGE} AS requirements
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
+    > /tmp/requirements.txt
+
 FROM ${BASE_IMAGE}
 
 # DL3064 matches "TOKEN" in TOKENIZERS_PARALLELISM (a Hugging Face tokenizers switch): no secret here
@@ -28,15 +37,13 @@ RUN groupadd --gid 10001 bayes \
 
 WORKDIR /app
 # A venv, not the system interpreter: Debian's python3 is externally managed (PEP 668). The project pins
-# its whole stack in pyproject.toml (torch==2.14.1, dvc==3.67.1, mlflow==3.17.2, ...). Two layers: the
-# pinned dependencies first (read from pyproject.toml alone, so a change to src/ reuses this multi-GB
-# layer), then the project itself without dependencies; README.md is the package's readme.
-COPY pyproject.toml README.md ./
+# its whole stack in pyproject.toml (torch==2.14.1, dvc==3.67.1, mlflow==3.17.2, ...): the dependencies
+# first (keyed on their list, see above), then the project itself without dependencies; README.md is the
+# package's readme.
+COPY --from=requirements /tmp/requirements.txt /tmp/requirements.txt
 RUN python3 -m venv "$VIRTUAL_ENV" \
-    && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    && pip install --no-cache-dir -r /tmp/requirements.txt
+COPY pyproject.toml README.md ./
 COPY src/ src/
 RUN pip install --no-cache-dir --no-deps . \
     && chown 10001:10001 /app

@@ -92,12 +92,14 @@ def service_image(registry, container_images, tmp_path_factory) -> str:
     return TEST_SERVICE_IMAGE
 
 
-def start_container(image: str, *args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
+def start_container(image: str, env: dict[str, str] | None = None) -> tuple[str, str]:
+    """The service image on the host network, bound to loopback; the port by environment (what the
+    image's HEALTHCHECK reads), as `make serve-image` runs it."""
     port = free_port()
     name = f"bb-test-service-{port}"
-    flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
-    podman("run", "-d", "--init", "--network", "host", "--name", name, *flags, image, "--host", "127.0.0.1",
-           "--port", str(port), *args)  # fmt: skip
+    env = {"BENTOML_HOST": "127.0.0.1", "BENTOML_PORT": str(port), **(env or {})}
+    flags = [f"--env={k}={v}" for k, v in env.items()]
+    podman("run", "-d", "--init", "--network", "host", "--name", name, *flags, image)
     return name, f"http://127.0.0.1:{port}"
 
 
@@ -128,6 +130,7 @@ def test_service_image_is_lean_labelled_non_root_and_probed(service_image):
 def test_service_container_serves_the_api_and_the_page(service_container):
     name, url, ready_s = service_container
     print(f"\nstart to ready: {ready_s:.1f} s")
+    assert podman("healthcheck", "run", name, check=False).returncode == 0  # the image's HEALTHCHECK
     page = httpx.get(f"{url}/")
     assert page.status_code == 200 and "<html" in page.text.lower()
     r = httpx.post(f"{url}/generate", json={"prompt": "a calm lake at dawn", "duration_s": 2}, timeout=120)

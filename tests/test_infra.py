@@ -154,7 +154,11 @@ def test_dockerfiles_take_a_base_image_and_run_as_a_user():
         text = path.read_text()
         assert re.search(r"^ARG BASE_IMAGE=\S+$", text, re.M) and "FROM ${BASE_IMAGE}" in text, path.name
         assert re.search(r"^USER 10001:10001$", text, re.M), path.name
-        assert "--no-cache-dir" in text and "python3 -m venv" in text, path.name
+        assert re.search(r"^LABEL org\.opencontainers\.image\.title=", text, re.M), path.name
+        assert "org.opencontainers.image.source=" in text and "org.opencontainers.image.version=" in text, path.name
+        assert "HEALTHCHECK" in text and "ca-certificates" not in text, path.name  # no host CA in release images
+        if "pip install" in text:  # the Python images (postgres.Dockerfile is Debian's server)
+            assert "--no-cache-dir" in text and "python3 -m venv" in text, path.name
     train = (REPO / "docker/train.Dockerfile").read_text()
     assert "model.profile=acestep15" in train and "bayes-beats-train" in train
 
