@@ -85,7 +85,7 @@ format: install
 	$(BIN)/ruff format src tests serving bench
 	$(BIN)/ruff check --fix src tests serving bench
 
-test: lint tools browser postgres
+test: lint tools browser postgres container-images
 	$(BIN)/pytest -x
 
 test-fast: install
