@@ -12,8 +12,9 @@ With $DVC_REMOTE set (e.g. `gcs`), outputs already in that remote are pulled fir
 pushed after a successful run. Signals reach the child, so `docker stop` / pod deletion stop DVC cleanly.
 
 $BAYES_BEATS_WORKDIR: run there instead of /app; the image's pipeline files (dvc.yaml, dvc.lock,
-params.yaml, .dvc/config, serving/) are copied in where missing, so a mounted directory owned by whoever
-runs the container (`--user $(id -u):$(id -g)`) gets every output and a params.yaml of its own.
+params.yaml, .dvc/config, and src/ and serving/, the stages' deps) are copied in where missing, so a
+mounted directory owned by whoever runs the container (`--user $(id -u):$(id -g)`) gets every output
+and a params.yaml of its own.
 
 `launch` is distributed training (infra/k8s/jobs/train-multinode.yaml): every node pulls the stage's
 inputs from $DVC_REMOTE, then `accelerate launch` runs `bayes-beats STAGE` with $NPROC_PER_NODE processes
@@ -54,7 +55,16 @@ def apply_overrides(path: str, overrides: list[str]) -> None:
 
 
 IMAGE_APP = Path("/app")
-PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/config.local", "serving")
+PIPELINE_FILES = (
+    "dvc.yaml",
+    "dvc.lock",
+    "params.yaml",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/config.local",
+    "src",
+    "serving",
+)
 
 
 def enter_workdir(workdir: str, app: Path = IMAGE_APP) -> None:

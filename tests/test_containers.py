@@ -114,14 +114,14 @@ def service_container(service_image):
 
 
 def test_service_image_is_lean_labelled_non_root_and_probed(service_image):
-    config = json.loads(podman("image", "inspect", service_image).stdout)[0]["Config"]
-    labels = config["Labels"]
+    image = json.loads(podman("image", "inspect", service_image).stdout)[0]
+    config, labels = image["Config"], image["Config"]["Labels"]
     assert labels["org.opencontainers.image.source"].startswith("https://")
     assert labels["org.opencontainers.image.version"] == "0.1.0"
     assert labels["ai.bayes-beats.bento"].startswith("bayes-beats:")
     assert labels["ai.bayes-beats.model.version"] == "1"  # the registry version of the champion
     assert config["User"] == "bentoml"
-    assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
+    assert "/readyz" in " ".join(image["Healthcheck"]["Test"])
     probe = "for c in gcc cc make git curl; do command -v $c; done; ls /usr/local/share/ca-certificates"
     found = podman("run", "--rm", "--network", "host", "--entrypoint", "sh", service_image, "-c", probe).stdout
     assert not [line for line in found.split() if line.startswith("/usr/bin/")], found  # no compilers, git, curl
@@ -212,7 +212,7 @@ def trained(container_images, synth_corpus, mlflow_on_loopback, tmp_path_factory
     os.chown(work, uid, gid)
     os.chown(work / "params.yaml", uid, gid)
     start = time.monotonic()
-    done = run_train(work, synth_corpus, "finetune", env={"MLFLOW_TRACKING_URI": mlflow_on_loopback})
+    done = run_train(work, synth_corpus, "repro", "finetune", env={"MLFLOW_TRACKING_URI": mlflow_on_loopback})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     print(f"\ntraining container, data stages + pretrain + fine-tune: {time.monotonic() - start:.0f} s")
     return work
