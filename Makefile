@@ -130,17 +130,25 @@ TRAIN_IMAGE ?= bayes-beats-train:latest
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 BUILD := podman build --network host --format docker --layers --build-arg BASE_IMAGE=$(LOCAL_BASE) \
 	--build-arg VERSION=$(VERSION)
-COMPOSE_LOCAL := podman-compose -f docker/compose.yaml -f docker/compose.local.yaml
+# podman-compose from PyPI (1.6.0): Debian's 1.0.3 puts every container on a bridge network even with
+# network_mode: host, and appends override lists (command, healthcheck) instead of replacing them
+COMPOSE_VENV := $(CONTAINERS_HOME)/compose-venv
+PODMAN_COMPOSE := $(COMPOSE_VENV)/bin/podman-compose
+COMPOSE_LOCAL := $(PODMAN_COMPOSE) -f docker/compose.yaml -f docker/compose.local.yaml
 
 .PHONY: podman podman-config base-image service-image train-image stack-images images serve-image \
 	container-images stack-up stack-down
 
-# podman, buildah, runc, mmdebstrap (the local base) and podman-compose from Debian, like `browser`
+# podman, buildah, runc, mmdebstrap (the local base) from Debian, like `browser`; podman-compose from PyPI
 podman:
-	command -v podman >/dev/null && command -v mmdebstrap >/dev/null && command -v podman-compose >/dev/null \
+	command -v podman >/dev/null && command -v mmdebstrap >/dev/null \
 		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc \
-		mmdebstrap uidmap podman-compose >/dev/null)
-	$(MAKE) --no-print-directory podman-config
+		mmdebstrap uidmap >/dev/null)
+	$(MAKE) --no-print-directory podman-config $(PODMAN_COMPOSE)
+
+$(PODMAN_COMPOSE):
+	test -x $(COMPOSE_VENV)/bin/python || $(PYTHON) -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/pip install --quiet "podman-compose==1.6.0"
 
 $(PODMAN_STAMP): docker/podman-config.sh
 	docker/podman-config.sh $(CONTAINERS_HOME)

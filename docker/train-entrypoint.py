@@ -99,7 +99,8 @@ def launch_command(stage: str, env: dict[str, str]) -> tuple[list[str], int]:
         cmd += ["--machine_rank", str(rank), "--main_process_ip", env.get("MASTER_ADDR", "localhost")]
     cmd += ["--main_process_port", env.get("MASTER_PORT", "29500")]
     cmd += ["--mixed_precision", env.get("MIXED_PRECISION", "no"), "--dynamo_backend", "no"]
-    return [*cmd, "bayes-beats", stage], rank
+    script = shutil.which("bayes-beats") or "bayes-beats"  # accelerate runs `python <script>`: the full path
+    return [*cmd, script, stage], rank
 
 
 def launch(stage: str) -> int:

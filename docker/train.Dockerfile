@@ -43,6 +43,14 @@ WORKDIR /app
 COPY --from=requirements /tmp/requirements.txt /tmp/requirements.txt
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && pip install --no-cache-dir -r /tmp/requirements.txt
+# git: the stages' MLflow runs record the commit with `git rev-parse HEAD` (bayes_beats.tracking), which
+# fails without the binary; with it and no repository here the tag is "unknown". Drop it once tracking
+# tolerates a missing git.
+# DL3008: Debian stable's git gets security updates under new version strings; bookworm pins the release
+# hadolint ignore=DL3008
+RUN apt-get update -q \
+    && apt-get install -q -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY src/ src/
 RUN pip install --no-cache-dir --no-deps . \

@@ -34,6 +34,7 @@ os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_HOME / "containers.conf"
 os.environ.setdefault("CONTAINERS_STORAGE_CONF", str(CONTAINERS_HOME / "storage.conf"))
 TEST_SERVICE_IMAGE = "localhost/bayes-beats-service:test"
 TRAIN_IMAGE = "localhost/bayes-beats-train:latest"
+PODMAN_COMPOSE = str(CONTAINERS_HOME / "compose-venv/bin/podman-compose")  # make podman installs it
 
 
 def make(*targets: str, timeout: float = 3600, **variables: str) -> None:
@@ -255,7 +256,7 @@ def test_training_image_runs_two_process_ddp_on_gloo(trained, synth_corpus):
 
 
 def compose(project: str, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    cmd = ["podman-compose", "-p", project, "-f", "docker/compose.yaml", "-f", "docker/compose.local.yaml", *args]
+    cmd = [PODMAN_COMPOSE, "-p", project, "-f", "docker/compose.yaml", "-f", "docker/compose.local.yaml", *args]
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(args)}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
@@ -306,7 +307,7 @@ def test_compose_stack_serves_the_champion_from_its_mlflow(service_image, regist
         assert client.get_model_version_by_alias("bayes-beats", "champion").version == "1"
         runs_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
 
-        compose(project, env, "up", "-d", "service")
+        compose(project, env, "up", "-d", "--no-deps", "service")
         service = f"http://127.0.0.1:{ports['SERVICE_PORT']}"
         wait_http(f"{service}/readyz", timeout=300)
         r = httpx.post(f"{service}/generate", json={"prompt": "foggy harbour at night", "duration_s": 2}, timeout=120)
@@ -321,7 +322,7 @@ def test_compose_stack_serves_the_champion_from_its_mlflow(service_image, regist
         assert client.get_model_version_by_alias("bayes-beats", "champion").version == "1"
     finally:
         subprocess.run(
-            ["podman-compose", "-p", project, "-f", "docker/compose.yaml", "-f", "docker/compose.local.yaml", "down",
+            [PODMAN_COMPOSE, "-p", project, "-f", "docker/compose.yaml", "-f", "docker/compose.local.yaml", "down",
              "-v"],
             cwd=REPO, env={**os.environ, **env}, capture_output=True, timeout=300,
         )  # fmt: skip
