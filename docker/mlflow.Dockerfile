@@ -14,9 +14,10 @@ ENV PYTHONUNBUFFERED=1 \
     MLFLOW_HOST=0.0.0.0 \
     MLFLOW_PORT=5000
 
-# a venv: Debian's python3 is externally managed (PEP 668); the same mlflow as the product (pyproject)
+# a venv: Debian's python3 is externally managed (PEP 668); the same mlflow and PostgreSQL driver as the
+# product (pyproject): SQLAlchemy 2.1 maps postgresql:// to psycopg 3, not psycopg2
 RUN python3 -m venv "$VIRTUAL_ENV" \
-    && pip install --no-cache-dir mlflow==3.17.2 psycopg2-binary==2.9.13 google-cloud-storage==3.17.1
+    && pip install --no-cache-dir mlflow==3.17.2 "psycopg[binary]==3.3.9" google-cloud-storage==3.17.1
 
 # /mlartifacts exists in the image and belongs to the server's user, so a fresh named volume mounted
 # there inherits that owner (proxied artifact store: --artifacts-destination /mlartifacts)
