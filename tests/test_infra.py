@@ -224,3 +224,52 @@ def test_train_entrypoint_applies_overrides_then_repro(tmp_path, monkeypatch):
     ]
     calls.clear()
     assert entry.main(["bayes-beats", "monitor"]) == 0 and calls == [["bayes-beats", "monitor"]]
+
+
+def test_multinode_training_job_is_an_indexed_gang_with_a_rendezvous_name():
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in load_all(REPO / "infra/k8s/jobs/train-multinode.yaml")}
+    job, service = docs["Job", "train-multinode"]["spec"], docs["Service", "train-workers"]["spec"]
+    pod = job["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert job["completionMode"] == "Indexed" and job["completions"] == job["parallelism"] == int(env["NNODES"])
+    assert service["clusterIP"] == "None" and pod["subdomain"] == "train-workers"
+    assert service["selector"].items() <= job["template"]["metadata"]["labels"].items()
+    assert env["MASTER_ADDR"] == "train-multinode-0.train-workers" and env["DVC_REMOTE"] == "gcs"
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert container["args"][0] == "launch" and container["args"][-1] == "finetune"
+    assert container["image"].split("/")[-1].split(":")[0] == "bayes-beats-train"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == int(env["NPROC_PER_NODE"])
+    assert ("NetworkPolicy", "train-multinode-peers") in docs
+
+
+def test_train_entrypoint_launch_builds_the_accelerate_command(tmp_path):
+    spec = importlib.util.spec_from_file_location("train_entrypoint_launch", REPO / "docker/train-entrypoint.py")
+    assert spec and spec.loader
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    env = {"NNODES": "4", "NPROC_PER_NODE": "1", "JOB_COMPLETION_INDEX": "2", "MASTER_ADDR": "train-multinode-0.x"}
+    cmd, rank = entry.launch_command("finetune", env)
+    assert rank == 2 and cmd[:2] == ["accelerate", "launch"] and cmd[-1] == "finetune"
+    args = " ".join(cmd)
+    assert (
+        "--num_machines 4 --num_processes 4 --multi_gpu --machine_rank 2 --main_process_ip train-multinode-0.x" in args
+    )
+    single, rank = entry.launch_command("finetune", {"NPROC_PER_NODE": "1"})
+    assert rank == 0 and "--multi_gpu" not in single and "--machine_rank" not in single
+    # a mounted work dir gets the image's pipeline files where it has none, and keeps its own params
+    app, work = tmp_path / "app", tmp_path / "work"
+    (app / "src").mkdir(parents=True)
+    (app / "dvc.yaml").write_text("stages: {}\n")
+    (app / "params.yaml").write_text("image: true\n")
+    (app / "src" / "x.py").write_text("")
+    work.mkdir()
+    (work / "params.yaml").write_text("mine: true\n")
+    cwd = os.getcwd()
+    try:
+        entry.enter_workdir(str(work), app=app)
+        assert Path.cwd() == work
+    finally:
+        os.chdir(cwd)
+    assert (work / "dvc.yaml").is_file() and (work / "src" / "x.py").is_file()
+    assert (work / "params.yaml").read_text() == "mine: true\n"
