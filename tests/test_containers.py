@@ -123,9 +123,9 @@ def test_service_image_is_lean_labelled_non_root_and_probed(service_image):
     assert labels["ai.bayes-beats.model.version"] == "1"  # the registry version of the champion
     assert config["User"] == "bentoml"
     assert "/readyz" in " ".join(image["Healthcheck"]["Test"])
-    probe = "for c in gcc cc make git curl; do command -v $c; done; ls /usr/local/share/ca-certificates"
+    probe = "for c in gcc cc make git curl; do command -v $c; done; true"
     found = podman("run", "--rm", "--network", "host", "--entrypoint", "sh", service_image, "-c", probe).stdout
-    assert not [line for line in found.split() if line.startswith("/usr/bin/")], found  # no compilers, git, curl
+    assert found.split() == [], found  # no compilers, git or curl
 
 
 def test_service_container_serves_the_api_and_the_page(service_container):
