@@ -43,22 +43,16 @@ WORKDIR /app
 COPY --from=requirements /tmp/requirements.txt /tmp/requirements.txt
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && pip install --no-cache-dir -r /tmp/requirements.txt
-# git: the stages' MLflow runs record the commit with `git rev-parse HEAD` (bayes_beats.tracking), which
-# fails without the binary; with it and no repository here the tag is "unknown". Drop it once tracking
-# tolerates a missing git.
-# DL3008: Debian stable's git gets security updates under new version strings; bookworm pins the release
-# hadolint ignore=DL3008
-RUN apt-get update -q \
-    && apt-get install -q -y --no-install-recommends git \
-    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY src/ src/
 RUN pip install --no-cache-dir --no-deps . \
     && chown 10001:10001 /app
 
-# What `dvc repro` reads: the pipeline, its lock and params, the stage sources (above) and serving/ (deps
-# of the package stage). No Git in the image, so DVC runs without an SCM (core.no_scm in config.local).
+# What `dvc repro` reads: the pipeline, its lock and params, the stage sources (above), serving/ (deps
+# of the package stage) and the monitor stage's request sample. No Git in the image, so DVC runs without
+# an SCM (core.no_scm in config.local) and the MLflow runs' git_commit tag reads "unknown".
 COPY --chown=10001:10001 params.yaml dvc.yaml dvc.lock .dvcignore ./
+COPY --chown=10001:10001 monitoring/ monitoring/
 COPY --chown=10001:10001 .dvc/config .dvc/config
 COPY --chown=10001:10001 serving/ serving/
 COPY docker/train-entrypoint.py /usr/local/bin/bayes-beats-train

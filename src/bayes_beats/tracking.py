@@ -49,7 +49,10 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
 
 
 def git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    except FileNotFoundError:  # no git at all, as in the training image
+        return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
