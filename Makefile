@@ -175,7 +175,8 @@ stack-images: base-image
 # what the container tests build on (the service image itself is built in the test from a tiny Bento)
 container-images: train-image stack-images
 
-images: service-image train-image stack-images
+# `package` first: a no-op when the Bento is current; in a fresh clone it runs the pipeline to a champion
+images: package service-image train-image stack-images
 	@podman images --filter reference='*bayes-beats*' --filter reference='*debian-python*'
 
 # the service image in the foreground on the host network, serving what `make serve` serves (API + page)

@@ -39,7 +39,11 @@ def main(argv: list[str]) -> int:
     import bentoml
 
     home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
-    bento = bentoml.bentos.get(args.bento)
+    try:
+        bento = bentoml.bentos.get(args.bento)
+    except bentoml.exceptions.NotFound:
+        print(f"containerize: no Bento {args.bento} in {home}: `make package` builds the champion's", file=sys.stderr)
+        return 2
     info = yaml.safe_load(Path(bento.path, "bento.yaml").read_text())
     model_tag, model_version = "unknown", "unknown"
     for service in info.get("services", []):
