@@ -283,3 +283,20 @@ def postgres() -> str:
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(data.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def bucket(gcs_emulator, monkeypatch, synth_corpus):
+    """The synthetic corpus under gs://jamendo-test/mood in the emulator (STORAGE_EMULATOR_HOST set)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    client = storage.Client(project="emulator", credentials=AnonymousCredentials())
+    bucket = client.bucket("jamendo-test")
+    if not bucket.exists():
+        bucket = client.create_bucket("jamendo-test")
+        for path in synth_corpus.rglob("*"):
+            if path.is_file():
+                bucket.blob(f"mood/{path.relative_to(synth_corpus)}").upload_from_filename(path)
+    return bucket

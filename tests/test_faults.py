@@ -134,25 +134,14 @@ class ProxyHandler(BaseHTTPRequestHandler):
 
 
 @pytest.mark.gcs
-def test_sampling_from_a_bucket_survives_5xx_and_stalls(gcs_emulator, synth_corpus, workdir, monkeypatch):
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
+def test_sampling_from_a_bucket_survives_5xx_and_stalls(bucket, gcs_emulator, workdir, monkeypatch):
     from bayes_beats import sample
 
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
-    client = storage.Client(project="emulator", credentials=AnonymousCredentials())
-    bucket = client.bucket("jamendo-flaky")
-    if not bucket.exists():
-        bucket = client.create_bucket("jamendo-flaky")
-        for path in synth_corpus.rglob("*"):
-            if path.is_file():
-                bucket.blob(f"mood/{path.relative_to(synth_corpus)}").upload_from_filename(path)
     proxy = FlakyProxy(gcs_emulator, stall_s=3.0)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{proxy.server_address[1]}")
-        data = {"source": "gcs", "path": "gs://jamendo-flaky/mood", "cache_dir": "cache", "gcs_timeout_s": 1.0}
+        data = {"source": "gcs", "path": f"gs://{bucket.name}/mood", "cache_dir": "cache", "gcs_timeout_s": 1.0}
         sample.run(params_with(data=data, sample={"n_tracks": 8}))
     finally:
         proxy.shutdown()

@@ -14,19 +14,6 @@ from bayes_beats import sample
 pytestmark = pytest.mark.gcs
 
 
-@pytest.fixture
-def bucket(gcs_emulator, monkeypatch, synth_corpus):
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
-    client = storage.Client(project="emulator", credentials=AnonymousCredentials())
-    bucket = client.bucket("jamendo-test")
-    if not bucket.exists():
-        bucket = client.create_bucket("jamendo-test")
-        for path in synth_corpus.rglob("*"):
-            if path.is_file():
-                bucket.blob(f"mood/{path.relative_to(synth_corpus)}").upload_from_filename(path)
-    return bucket
-
-
 def test_sample_from_a_bucket_downloads_only_the_sampled_files(bucket, workdir):
     params = params_with(
         data={"source": "gcs", "path": "gs://jamendo-test/mood", "cache_dir": "cache"}, sample={"n_tracks": 5}
