@@ -57,7 +57,7 @@ def acestep15_lora_vram_estimate(batch: int = 1, seconds: float = 30.0, rank: in
     Resident: DiT + condition encoder (frozen, bf16), LoRA weights + grads + Adam moments (fp32), activations.
     Not resident, thanks to `encode`: the Qwen3 text encoder and the Oobleck VAE and their activations."""
     gb = 1024**3
-    dit, condition, text_encoder, vae = 1.58e9, 0.61e9, 0.6e9, 0.17e9  # DESIGN.md, real sizes
+    dit, condition, text_encoder, vae = 1.58e9, 0.61e9, 0.6e9, 0.17e9  # docs/design.md, "ACE-Step 1.5 sizes"
     hidden, layers, kv_dim, mlp = 2048, 24, 1024, 6144  # ACE-Step 1.5 DiT config
     # to_q/to_out: hidden→hidden, to_k/to_v: hidden→kv_dim; self- and cross-attention in every layer
     lora_params = layers * 2 * rank * (2 * (hidden + hidden) + 2 * (hidden + kv_dim))

@@ -20,9 +20,9 @@ from pathlib import Path
 import datasets
 from serve_bench import REPO, load, start
 
-from bayes_beats.atomic import atomic_path
+from bayes_beats.api.requestlog import read_requests
+from bayes_beats.core.atomic import atomic_path
 from bayes_beats.evaluate import scene_captions
-from bayes_beats.requestlog import read_requests
 
 OUT = REPO / "monitoring" / "requests_sample.csv"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayes_beats.config import CorpusParams, load_params
-from bayes_beats.skips import SkipLog
+from bayes_beats.core.config import CorpusParams, load_params
+from bayes_beats.core.skips import SkipLog
 
 RESULTS = Path("bench/results.json")
 
@@ -104,7 +104,7 @@ TOY = {
     "pretrain": {"steps": 30, "batch_size": 4, "crop_seconds": 2, "checkpointing_steps": 10},
     "finetune": {"steps": 12, "batch_size": 4, "crop_seconds": 2, "checkpointing_steps": 6},
     "clap": {"steps": 20, "batch_size": 8, "crop_seconds": 2},
-    "eval": {"validation_prompts": 4, "seconds": 2, "diversity_prompts": 1, "samples": 2},
+    "evaluate": {"validation_prompts": 4, "seconds": 2, "diversity_prompts": 1, "samples": 2},
 }
 
 

@@ -21,10 +21,10 @@ def peak_rss_mb() -> float:
 def main(mode: str, steps: int) -> None:
     import datasets
 
-    from bayes_beats.codec import SpectrogramCodec
-    from bayes_beats.config import load_params
-    from bayes_beats.model import AudioEncoder, build_tiny_denoiser, load_text_encoder
-    from bayes_beats.train import CachedClips, Denoiser, LiveClips, make_batch
+    from bayes_beats.core.config import load_params
+    from bayes_beats.model.codec import SpectrogramCodec
+    from bayes_beats.model.pipeline import AudioEncoder, build_tiny_denoiser, load_text_encoder
+    from bayes_beats.model.train import CachedClips, Denoiser, LiveClips, make_batch
 
     torch.set_num_threads(2)
     params = load_params()

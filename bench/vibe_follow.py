@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from bayes_beats import load_generator
-from bayes_beats.config import load_params
+from bayes_beats.core.config import load_params
 from bayes_beats.evaluate import scene_captions, vibe_metrics
-from bayes_beats.features import extract
+from bayes_beats.music.analysis import extract
 
 
 def measure(model_dir: str, seeds: tuple[int, ...] = (0, 1, 2), seconds: float = 10.0) -> dict:

@@ -8,7 +8,7 @@ Model: the champion imported into the BentoML store by the `package` stage (`bay
 when BAYES_BEATS_MODEL_URI is set (e.g. `models:/bayes-beats@champion`), loaded from the MLflow registry
 at start-up, so an alias moved in the MLflow UI takes effect on restart.
 
-Every generation is logged (bayes_beats.requestlog, off the critical path) to BAYES_BEATS_REQUEST_LOG, a
+Every generation is logged (bayes_beats.api.requestlog, off the critical path) to BAYES_BEATS_REQUEST_LOG, a
 SQLite path or a Postgres URL ("off" disables it), for `bayes-beats monitor`. Its clap_local score uses
 the CLAP model in BAYES_BEATS_CLAP_DIR, else the Bento's `bayes-beats-clap` model ("" = no score)."""
 
@@ -29,10 +29,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import Field
 
-from bayes_beats.api import KEYSCALE_PATTERN, GuardMiddleware, Rendered, RenderRequest, encode_wav, variations_json
-from bayes_beats.catalog import load_catalog
-from bayes_beats.imagevibe import ImageError, Vibe, vibe_from_bytes
-from bayes_beats.requestlog import Generation, RequestLog
+from bayes_beats.api.catalog import load_catalog
+from bayes_beats.api.guard import GuardMiddleware
+from bayes_beats.api.imagevibe import ImageError, Vibe, vibe_from_bytes
+from bayes_beats.api.requestlog import Generation, RequestLog
+from bayes_beats.api.schemas import Rendered, RenderRequest, encode_wav, variations_json
+from bayes_beats.music.theory import KEYSCALE_PATTERN
 
 HERE = Path(__file__).parent
 MODEL_TAG = os.environ.get("BAYES_BEATS_BENTO_MODEL", "bayes-beats:latest")
@@ -74,7 +76,7 @@ def catalog_image(entry_id: str) -> Response:
 def _load_generator(bento_model):
     import mlflow
 
-    from bayes_beats.tracking import tracking_uri
+    from bayes_beats.core.tracking import tracking_uri
 
     if MODEL_URI:
         mlflow.set_tracking_uri(tracking_uri())

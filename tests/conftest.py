@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 from bayes_beats import corpus  # noqa: E402
-from bayes_beats.config import CorpusParams, Params  # noqa: E402
+from bayes_beats.core.config import CorpusParams, Params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -172,7 +172,7 @@ def project_copy(tiny_project, dst, **finetune):
 @pytest.fixture(scope="session")
 def clap_dir(tmp_path_factory) -> Path:
     """A LocalClap with random weights, saved as the `clap` stage saves its model (for the request log)."""
-    from bayes_beats.clap import LocalClap
+    from bayes_beats.model.clap import LocalClap
 
     path = tmp_path_factory.mktemp("clap") / "clap"
     torch.manual_seed(0)

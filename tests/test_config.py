@@ -2,7 +2,7 @@ import pytest
 from conftest import REPO
 from pydantic import ValidationError
 
-from bayes_beats.config import Params, load_params
+from bayes_beats.core.config import Params, load_params
 
 
 def test_repo_params_parse_into_typed_sections():

@@ -3,8 +3,8 @@ import pandas as pd
 import soundfile as sf
 
 from bayes_beats import corpus
-from bayes_beats.config import CorpusParams
-from bayes_beats.moods import OFFICIAL_TAGS, TAG_PREFIX
+from bayes_beats.core.config import CorpusParams
+from bayes_beats.music.moods import OFFICIAL_TAGS, TAG_PREFIX
 
 
 def test_corpus_is_written_in_the_mtg_jamendo_layout(synth_corpus):

@@ -3,7 +3,7 @@ import pandas as pd
 from conftest import params_with
 
 from bayes_beats import dataset, features, labels, sample
-from bayes_beats.config import DatasetParams
+from bayes_beats.core.config import DatasetParams
 
 
 def test_split_by_track_puts_no_track_in_two_splits():

@@ -1,10 +1,11 @@
 import numpy as np
 import pandas as pd
 
-from bayes_beats.audio import load_audio
-from bayes_beats.config import FeaturesParams
-from bayes_beats.features import compute, estimate_key
-from bayes_beats.skips import SkipLog
+from bayes_beats.core.config import FeaturesParams
+from bayes_beats.core.skips import SkipLog
+from bayes_beats.features import compute
+from bayes_beats.music.analysis import estimate_key
+from bayes_beats.music.audio import load_audio
 
 
 def test_key_profile_finds_a_minor_triad():
@@ -19,7 +20,7 @@ def test_features_match_synth_ground_truth(synth_corpus, tmp_path):
     truth = pd.read_csv(synth_corpus / "ground_truth.csv")
     clips = []
     for row in truth.itertuples():  # a 10-s crop from the middle of each 12-s track
-        from bayes_beats.audio import write_wav
+        from bayes_beats.music.audio import write_wav
 
         audio = load_audio(synth_corpus / row.path, 22050)[22050 : 22050 * 11]
         path = tmp_path / f"{row.track_id}.wav"

@@ -15,9 +15,9 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from bayes_beats.api import GuardMiddleware
-from bayes_beats.catalog import load_catalog
-from bayes_beats.imagevibe import ImageError, describe, load_image, vibe_from_bytes
+from bayes_beats.api.catalog import load_catalog
+from bayes_beats.api.guard import GuardMiddleware
+from bayes_beats.api.imagevibe import ImageError, describe, load_image, vibe_from_bytes
 
 CATALOG = REPO / "serving" / "catalog"
 

@@ -203,16 +203,16 @@ def test_train_entrypoint_applies_overrides_then_repro(tmp_path, monkeypatch):
     assert spec and spec.loader
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)
-    (tmp_path / "params.yaml").write_text("model:\n  profile: tiny\n  checkpoint_dir: ''\npromote:\n  floors: {}\n")
+    (tmp_path / "params.yaml").write_text("model:\n  profile: tiny\n  checkpoint_dir: ''\nregister:\n  floors: {}\n")
     calls: list[list[str]] = []
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(entry, "run", lambda cmd: calls.append(cmd) or 0)
     monkeypatch.setenv("BAYES_BEATS_OVERRIDES", "model.profile=acestep15 model.checkpoint_dir=/models/x")
     monkeypatch.delenv("DVC_REMOTE", raising=False)
-    assert entry.main(["-S", "promote.floors.clap_local=-1.0", "--set-param=sample.tags=[calm]", "finetune"]) == 0
+    assert entry.main(["-S", "register.floors.clap_local=-1.0", "--set-param=sample.tags=[calm]", "finetune"]) == 0
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     assert params["model"] == {"profile": "acestep15", "checkpoint_dir": "/models/x"}
-    assert params["promote"]["floors"] == {"clap_local": -1.0} and params["sample"]["tags"] == ["calm"]
+    assert params["register"]["floors"] == {"clap_local": -1.0} and params["sample"]["tags"] == ["calm"]
     assert calls == [["dvc", "repro", "finetune"]]
     calls.clear()
     monkeypatch.setenv("DVC_REMOTE", "gcs")

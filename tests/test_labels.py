@@ -1,8 +1,8 @@
 import json
 
-from bayes_beats.config import LabelsParams
+from bayes_beats.core.config import LabelsParams
 from bayes_beats.labels import describe
-from bayes_beats.moods import MOOD_VA
+from bayes_beats.music.moods import MOOD_VA
 
 CLIP = {
     "clip_id": "track_0000001_0",

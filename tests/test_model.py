@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from bayes_beats import encode, finetune, load_generator
-from bayes_beats.generate import ModelError
+from bayes_beats.model.generate import ModelError
 
 
 def test_pretrain_lowers_the_loss(tiny_project):

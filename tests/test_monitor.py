@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from conftest import BIN
 
-from bayes_beats.api import wav_bytes
-from bayes_beats.requestlog import Generation, RequestLog, read_requests
-from bayes_beats.synth import plan_track, render_track
+from bayes_beats.api.requestlog import Generation, RequestLog, read_requests
+from bayes_beats.data.synth import plan_track, render_track
+from bayes_beats.music.audio import wav_bytes
 
 SR = 22050
 

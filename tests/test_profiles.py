@@ -19,7 +19,7 @@ from diffusers import (
 from transformers import BertConfig, BertModel
 
 from bayes_beats import codec, encode, finetune, load_generator, pretrain
-from bayes_beats.model import load_text_encoder
+from bayes_beats.model.pipeline import load_text_encoder
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ import soundfile as sf
 from conftest import BIN, params_with
 
 from bayes_beats import sample
-from bayes_beats.jamendo import DataError
-from bayes_beats.synth import plan_track, render_track
+from bayes_beats.data.jamendo import DataError
+from bayes_beats.data.synth import plan_track, render_track
 
 HEADER = b"TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
 

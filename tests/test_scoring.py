@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bayes_beats.scoring import LaionClapScorer, clap_scores, windows
+from bayes_beats.model.scoring import LaionClapScorer, clap_scores, windows
 
 
 def test_windows_are_consecutive_and_keep_a_long_enough_tail():

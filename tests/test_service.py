@@ -88,7 +88,7 @@ def test_vibe_and_generate_from_image(service):
 
 
 def test_each_generation_is_logged_with_what_the_audio_measures(served):
-    from bayes_beats.requestlog import read_requests
+    from bayes_beats.api.requestlog import read_requests
 
     url, request_log = served
     prompt = "rainy window, slow and quiet, logged"
@@ -309,7 +309,7 @@ def test_renderer_in_process_a_request_sounds_the_same_alone_or_batched(registry
     import importlib.util
     import sys
 
-    from bayes_beats.api import RenderRequest
+    from bayes_beats.api.schemas import RenderRequest
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry[1])
     monkeypatch.setenv("BAYES_BEATS_MODEL_URI", "models:/bayes-beats@champion")

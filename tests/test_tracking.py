@@ -73,7 +73,7 @@ def evaluated_project(tiny_project, mlflow_server):
     params = params.model_copy(
         update={
             "clap": params.clap.model_copy(update={"steps": 20, "batch_size": 4, "crop_seconds": 2}),
-            "eval": params.eval.model_copy(
+            "evaluate": params.evaluate.model_copy(
                 update={"seconds": 2.0, "num_variations": 2, "diversity_prompts": 2, "samples": 2}
             ),
         }

@@ -11,9 +11,9 @@ import torch
 from conftest import BIN, free_port, project_copy
 from safetensors.torch import load_file
 
-from bayes_beats.codec import SpectrogramCodec
-from bayes_beats.model import AudioEncoder, build_tiny_denoiser, load_text_encoder
-from bayes_beats.train import CachedClips, Denoiser, LiveClips, make_batch
+from bayes_beats.model.codec import SpectrogramCodec
+from bayes_beats.model.pipeline import AudioEncoder, build_tiny_denoiser, load_text_encoder
+from bayes_beats.model.train import CachedClips, Denoiser, LiveClips, make_batch
 
 LORA = "models/finetuned/lora/pytorch_lora_weights.safetensors"
 

@@ -7,74 +7,24 @@ never mixed with laion-clap numbers: they measure agreement with *our* captions,
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import datasets
-import librosa
-import numpy as np
 import torch
-from diffusers import ConfigMixin, ModelMixin
-from diffusers.configuration_utils import register_to_config
-from torch import nn
 from tqdm import tqdm
 
-from bayes_beats.atomic import atomic_dir, write_json
-from bayes_beats.audio import load_audio
-from bayes_beats.config import Params
+from bayes_beats.core import paths
+from bayes_beats.core.atomic import atomic_dir, write_json
+from bayes_beats.core.config import Params
+from bayes_beats.model.clap import LocalClap
+from bayes_beats.music.audio import load_audio
 
 log = logging.getLogger(__name__)
-OUT_DIR = Path("models/clap")
-
-
-class LocalClap(ModelMixin, ConfigMixin):
-    @register_to_config
-    def __init__(
-        self,
-        sample_rate: int = 22050,
-        n_mels: int = 64,
-        hop_length: int = 512,
-        text_dim: int = 384,
-        width: int = 128,
-        embed_dim: int = 256,
-        window_seconds: float = 10.0,
-    ):
-        super().__init__()
-        self.audio = nn.Sequential(
-            nn.Conv1d(n_mels, width, 5, stride=2, padding=2),
-            nn.GELU(),
-            nn.Conv1d(width, width * 2, 5, stride=2, padding=2),
-            nn.GELU(),
-            nn.Conv1d(width * 2, width * 2, 3, padding=1),
-            nn.GELU(),
-        )
-        self.audio_proj = nn.Linear(width * 4, embed_dim)
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, embed_dim), nn.GELU(), nn.Linear(embed_dim, embed_dim))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-
-    def log_mel(self, audio: np.ndarray) -> torch.Tensor:
-        """Mono audio at `sample_rate` → [n_mels, frames]."""
-        mel = librosa.feature.melspectrogram(
-            y=audio, sr=self.config.sample_rate, n_mels=self.config.n_mels, hop_length=self.config.hop_length
-        )
-        return torch.from_numpy(np.log(mel + 1e-5)).float()
-
-    def embed_mel(self, mel: torch.Tensor) -> torch.Tensor:
-        """[batch, n_mels, frames] → unit vectors [batch, embed_dim] (mean and max pooled over time)."""
-        h = self.audio((mel + 5.0) / 5.0)
-        return nn.functional.normalize(self.audio_proj(torch.cat([h.mean(-1), h.amax(-1)], dim=-1)), dim=-1)
-
-    def embed_text(self, sentence_embeddings: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.text_proj(sentence_embeddings), dim=-1)
-
-    def loss(self, audio: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        logits = self.logit_scale.exp().clamp(max=100) * audio @ text.T
-        target = torch.arange(len(audio))
-        return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+OUT_DIR = paths.CLAP
 
 
 def _clip_data(split, root: Path, model: LocalClap, tokenizer, text_encoder, sr: int):
-    from bayes_beats.model import embed
+    from bayes_beats.model.pipeline import embed
 
     rows = split.to_list()
     mels = torch.stack([model.log_mel(load_audio(root / r["filename"], sr)) for r in tqdm(rows, desc="clap mels")])
@@ -85,13 +35,13 @@ def _clip_data(split, root: Path, model: LocalClap, tokenizer, text_encoder, sr:
 
 
 def run(params: Params) -> None:
-    from bayes_beats.model import load_text_encoder
+    from bayes_beats.model.pipeline import load_text_encoder
 
     cp = params.clap
     torch.manual_seed(cp.seed)
     torch.set_num_threads(2)
-    dd = datasets.load_from_disk("data/dataset")
-    root, sr = Path("data/dataset"), params.sample.sample_rate
+    dd = datasets.load_from_disk(str(paths.DATASET))
+    root, sr = paths.DATASET, params.sample.sample_rate
     text_encoder, tokenizer = load_text_encoder()
     model = LocalClap(sample_rate=sr, text_dim=text_encoder.config.hidden_size, embed_dim=cp.embed_dim)
     train_mels, train_text = _clip_data(dd["train"], root, model, tokenizer, text_encoder, sr)
@@ -124,5 +74,5 @@ def run(params: Params) -> None:
     }
     with atomic_dir(OUT_DIR) as tmp:
         model.save_pretrained(tmp)
-    write_json("metrics/clap.json", metrics)
+    write_json(paths.CLAP_METRICS, metrics)
     log.info("clap: %s", metrics)

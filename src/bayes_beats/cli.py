@@ -6,25 +6,13 @@ import argparse
 import importlib
 import logging
 import os
+import pkgutil
 import sys
 
-STAGES = (
-    "corpus",
-    "sample",
-    "features",
-    "labels",
-    "dataset",
-    "data_quality",
-    "codec",
-    "encode",
-    "pretrain",
-    "finetune",
-    "clap",
-    "evaluate",
-    "register",
-    "package",
-    "monitor",
-)
+import bayes_beats
+
+# the stages are the package's flat modules (one per dvc.yaml stage; tests/test_layout.py holds the two equal)
+STAGES = tuple(sorted(m.name for m in pkgutil.iter_modules(bayes_beats.__path__) if not m.ispkg and m.name != "cli"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,10 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network at run time unless a flag says so
 
-    from bayes_beats.config import load_params
-    from bayes_beats.jamendo import DataError
+    from bayes_beats.core.config import load_params
+    from bayes_beats.core.tracking import TrackingError
+    from bayes_beats.data.jamendo import DataError
     from bayes_beats.monitor import MonitorAlert
-    from bayes_beats.tracking import TrackingError
 
     params = load_params(args.params)
     module = importlib.import_module(f"bayes_beats.{args.stage}")

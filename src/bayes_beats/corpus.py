@@ -13,15 +13,16 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
-from bayes_beats.atomic import atomic_dir, atomic_path
-from bayes_beats.config import CorpusParams, Params
-from bayes_beats.moods import TAG_PREFIX
-from bayes_beats.synth import plan_track, render_track
+from bayes_beats.core import paths
+from bayes_beats.core.atomic import atomic_dir, atomic_path
+from bayes_beats.core.config import CorpusParams, Params
+from bayes_beats.data.synth import plan_track, render_track
+from bayes_beats.music.moods import TAG_PREFIX
 
 log = logging.getLogger(__name__)
 # spawn, not fork: a forked child of a process that already runs torch/OpenMP threads can die at random
 SPAWN = multiprocessing.get_context("spawn")
-OUT_DIR = Path("data/raw")
+OUT_DIR = paths.RAW
 TSV_NAME = "autotagging_moodtheme.tsv"
 SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "mp3": "MPEG_LAYER_III", "ogg": "VORBIS"}
 

@@ -4,24 +4,24 @@ reports/data_quality.html (+ .json), so a person sees the distributions before t
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset, DataSummaryPreset
 
-from bayes_beats.atomic import atomic_path
-from bayes_beats.config import Params
+from bayes_beats.core import paths
+from bayes_beats.core.atomic import atomic_path
+from bayes_beats.core.config import Params
 
 log = logging.getLogger(__name__)
-OUT = Path("reports/data_quality.html")
+OUT = paths.DATA_QUALITY_REPORT
 
 
 def run(params: Params) -> None:
-    features = pd.read_parquet("data/features/features.parquet")
+    features = pd.read_parquet(paths.FEATURES_TABLE)
     import datasets
 
-    splits = datasets.load_from_disk("data/dataset")
+    splits = datasets.load_from_disk(str(paths.DATASET))
     split_of = {k: s for s in splits for k in splits[s]["keys"]}
     features = features.assign(split=features["clip_id"].map(split_of)).dropna(subset=["split"])
     columns = list(params.data_quality.columns)
@@ -37,6 +37,6 @@ def run(params: Params) -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(OUT) as tmp:
         snapshot.save_html(str(tmp))
-    with atomic_path(OUT.with_suffix(".json")) as tmp:
+    with atomic_path(paths.DATA_QUALITY_JSON) as tmp:
         snapshot.save_json(str(tmp))
     log.info("data_quality: report on %d clips at %s", len(features), OUT)

@@ -13,12 +13,13 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from bayes_beats.atomic import atomic_dir, write_json
-from bayes_beats.config import DatasetParams, Params
+from bayes_beats.core import paths
+from bayes_beats.core.atomic import atomic_dir, write_json
+from bayes_beats.core.config import DatasetParams, Params
 
 log = logging.getLogger(__name__)
-OUT_DIR = Path("data/dataset")
-METRICS = Path("metrics/data.json")
+OUT_DIR = paths.DATASET
+METRICS = paths.DATA_METRICS
 SPLITS = ("train", "validation", "test")
 
 
@@ -81,13 +82,13 @@ def build(clips: pd.DataFrame, params: DatasetParams, out_dir: Path) -> dict[str
 
 
 def run(params: Params) -> None:
-    manifest = pd.read_csv("data/sampled/manifest.csv", keep_default_na=False)
-    features = pd.read_parquet("data/features/features.parquet")
-    labels = pd.read_parquet("data/labels/labels.parquet")
+    manifest = pd.read_csv(paths.MANIFEST, keep_default_na=False)
+    features = pd.read_parquet(paths.FEATURES_TABLE)
+    labels = pd.read_parquet(paths.LABELS_TABLE)
     clips = manifest.merge(features, on="clip_id").merge(labels, on="clip_id")
     sizes = build(clips, params.dataset, OUT_DIR)
-    sampled = json.loads(Path("data/sampled/skipped.json").read_text())
-    analysed = json.loads(Path("data/features/skipped.json").read_text())
+    sampled = json.loads(paths.SAMPLED_SKIPS.read_text())
+    analysed = json.loads(paths.FEATURES_SKIPS.read_text())
     skipped = {
         k: sampled["skipped"].get(k, 0) + analysed["skipped"].get(k, 0)
         for k in sorted({*sampled["skipped"], *analysed["skipped"]})

@@ -19,16 +19,16 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from bayes_beats import tracking
-from bayes_beats.atomic import atomic_dir, atomic_path, write_json, write_text
-from bayes_beats.audio import write_wav
-from bayes_beats.config import Params
-from bayes_beats.features import extract
-from bayes_beats.moods import MOOD_VA
-from bayes_beats.scoring import clap_scores, load_scorer
+from bayes_beats.core import paths, tracking
+from bayes_beats.core.atomic import atomic_dir, atomic_path, write_json, write_text
+from bayes_beats.core.config import Params
+from bayes_beats.model.scoring import clap_scores, load_scorer
+from bayes_beats.music.analysis import extract
+from bayes_beats.music.audio import write_wav
+from bayes_beats.music.moods import MOOD_VA
 
 log = logging.getLogger(__name__)
-MODELS = {"base": "models/base", "finetuned": "models/finetuned"}
+MODELS = {"base": paths.BASE, "finetuned": paths.FINETUNED}
 
 
 def scene_captions() -> list[dict]:
@@ -37,8 +37,8 @@ def scene_captions() -> list[dict]:
 
 def eval_set(params: Params) -> pd.DataFrame:
     """prompt, valence, arousal, tags ('' for scene captions), source."""
-    val = datasets.load_from_disk("data/dataset")["validation"]
-    n = min(params.eval.validation_prompts, len(val))
+    val = datasets.load_from_disk(str(paths.DATASET))["validation"]
+    n = min(params.evaluate.validation_prompts, len(val))
     rows = [
         {
             "prompt": r["prompt"],
@@ -55,9 +55,9 @@ def eval_set(params: Params) -> pd.DataFrame:
 
 def training_vocabulary() -> list[str]:
     """Every word of the training captions: what the monitor's out-of-vocabulary rate is measured against."""
-    from bayes_beats.requestlog import prompt_words
+    from bayes_beats.api.requestlog import prompt_words
 
-    train = datasets.load_from_disk("data/dataset")["train"]
+    train = datasets.load_from_disk(str(paths.DATASET))["train"]
     return sorted({w for prompt in train["prompt"] for w in prompt_words(prompt)})
 
 
@@ -96,8 +96,8 @@ def mood_auc(feats: list[dict], tags: list[str]) -> float | None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    corpus = pd.read_parquet("data/features/features.parquet").merge(
-        pd.read_csv("data/sampled/manifest.csv", usecols=["clip_id", "tags"]), on="clip_id"
+    corpus = pd.read_parquet(paths.FEATURES_TABLE).merge(
+        pd.read_csv(paths.MANIFEST, usecols=["clip_id", "tags"]), on="clip_id"
     )
     columns = [c for c in corpus.columns if c.startswith(("chroma_", "mfcc_"))] + ["bpm", "centroid_hz", "onset_rate"]
     scored = [(f, t) for f, t in zip(feats, tags, strict=True) if t]
@@ -116,10 +116,10 @@ def mood_auc(feats: list[dict], tags: list[str]) -> float | None:
 def evaluate_model(
     model_dir: str, prompts: pd.DataFrame, scorer, params: Params
 ) -> tuple[dict, list, pd.DataFrame, pd.DataFrame]:
-    from bayes_beats import load_generator
+    from bayes_beats.model.generate import load_generator
 
     gen = load_generator(model_dir)
-    ep = params.eval
+    ep = params.evaluate
     audio = [a[0] for a in gen.generate(list(prompts["prompt"]), ep.seconds, seed=ep.seed, temperature=0.0)]
     plans = gen.last_plans
     feats = [extract(a[0], gen.sample_rate, params.features) for a in audio]
@@ -159,9 +159,9 @@ def evaluate_model(
 
 def diversity(model_dir: str, prompts: list[str], scorer, params: Params) -> dict:
     """Variational samples vs the deterministic plan (temperature 0), same seeds: spread and alignment."""
-    from bayes_beats import load_generator
+    from bayes_beats.model.generate import load_generator
 
-    gen, ep = load_generator(model_dir), params.eval
+    gen, ep = load_generator(model_dir), params.evaluate
     out = {}
     for label, temperature in (("deterministic", 0.0), ("variational", ep.temperature)):
         spread, align = [], []
@@ -187,7 +187,7 @@ def diversity(model_dir: str, prompts: list[str], scorer, params: Params) -> dic
 def run(params: Params) -> None:
     import mlflow
 
-    ep = params.eval
+    ep = params.evaluate
     with tracking.stage_run("evaluate", params):
         scorer = load_scorer(ep.backend, ep.clap_checkpoint, ep.laion_audio_model, ep.laion_text_model)
         prompts = eval_set(params)
@@ -197,10 +197,10 @@ def run(params: Params) -> None:
             per_mood.append(moods.assign(model=name))
         scenes = [c["prompt"] for c in scene_captions()[: ep.diversity_prompts]]
         results["diversity"] = diversity(MODELS["finetuned"], scenes, scorer, params)
-        write_json("metrics/eval.json", results)
+        write_json(paths.EVAL_METRICS, results)
         moods = pd.concat(per_mood).groupby(["tag", "model"], as_index=False)["clap"].mean()
-        write_text("metrics/eval_per_mood.csv", moods.to_csv(index=False))
-        with atomic_dir("reports/eval") as tmp:
+        write_text(paths.EVAL_PER_MOOD, moods.to_csv(index=False))
+        with atomic_dir(paths.EVAL_REPORTS) as tmp:
             sr = 22050 if params.model.profile == "tiny" else 48000
             for name, audio in samples.items():
                 for i in range(min(ep.samples, len(audio))):
@@ -208,13 +208,13 @@ def run(params: Params) -> None:
             (tmp / "prompts.json").write_text(json.dumps(list(prompts["prompt"])[-ep.samples :][::-1]))
             generations["finetuned"].to_csv(tmp / "requests.csv", index=False)  # the monitor's reference
             (tmp / "vocabulary.txt").write_text("\n".join(training_vocabulary()) + "\n")
-        with atomic_path("metrics/eval_spectrograms.png") as png:  # a DVC image plot: base row vs finetuned row
+        with atomic_path(paths.EVAL_SPECTROGRAMS) as png:  # a DVC image plot: base row vs finetuned row
             spectrogram_grid(samples, sr, png, ep.samples)
         flat = tracking.flatten(results)
         mlflow.log_metrics({k: float(v) for k, v in flat.items() if v not in ("None", "nan")})
-        mlflow.log_artifacts("reports/eval", artifact_path="eval")  # WAVs play in the MLflow UI
-        mlflow.log_artifact("metrics/eval_per_mood.csv")
-        mlflow.log_artifact("metrics/eval_spectrograms.png")
+        mlflow.log_artifacts(str(paths.EVAL_REPORTS), artifact_path="eval")  # WAVs play in the MLflow UI
+        mlflow.log_artifact(str(paths.EVAL_PER_MOOD))
+        mlflow.log_artifact(str(paths.EVAL_SPECTROGRAMS))
     log.info("evaluate: %s", json.dumps(results))
 
 

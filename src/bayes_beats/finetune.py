@@ -15,22 +15,21 @@ import shutil
 from pathlib import Path
 
 import torch
-import yaml
 from diffusers import AceStepConditionEncoder, AceStepTransformer1DModel
 from peft import LoraConfig, get_peft_model_state_dict
 
-from bayes_beats import tracking
-from bayes_beats.atomic import atomic_dir, write_json
-from bayes_beats.config import Params
-from bayes_beats.model import VibePipeline, resolve_base
-from bayes_beats.pretrain import write_loss_csv
-from bayes_beats.train import CachedClips, Denoiser, is_main_process, load_cache, train
-from bayes_beats.vibe import VariationalPromptHead, VibePlanner
+from bayes_beats.core import paths, tracking
+from bayes_beats.core.atomic import atomic_dir, write_json
+from bayes_beats.core.config import Params
+from bayes_beats.core.tracking import dataset_hash
+from bayes_beats.model.pipeline import VibePipeline, resolve_base
+from bayes_beats.model.train import CachedClips, Denoiser, is_main_process, load_cache, train, write_loss_csv
+from bayes_beats.model.vibe import VariationalPromptHead, VibePlanner
 
 log = logging.getLogger(__name__)
-OUT_DIR = Path("models/finetuned")
-CHECKPOINTS = Path("checkpoints/finetune")
-CACHE = Path("data/encoded/train.safetensors")
+OUT_DIR = paths.FINETUNED
+CHECKPOINTS = paths.FINETUNE_CHECKPOINTS
+CACHE = paths.TRAIN_CACHE
 CAPTION_DESIGN = (
     "Base (pretrain): captions name genre, instruments and rhythmic texture only, e.g. 'lo-fi hip hop with "
     "piano and warm pad, steady rhythm', never a mood word; metas (bpm, key) and the per-frame sketch carry "
@@ -43,15 +42,6 @@ CAPTION_DESIGN = (
 def frame_rate_of(base: Path) -> float:
     vae = json.loads((base / "vae" / "config.json").read_text())
     return vae["sampling_rate"] / math.prod(vae["downsampling_ratios"])
-
-
-def dataset_hash() -> str | None:
-    """The DVC hash of data/dataset as recorded in dvc.lock (None outside a DVC run)."""
-    if not Path("dvc.lock").is_file():
-        return None
-    lock = yaml.safe_load(Path("dvc.lock").read_text())
-    outs = lock.get("stages", {}).get("dataset", {}).get("outs", [])
-    return next((o.get("md5") for o in outs if o.get("path") == "data/dataset"), None)
 
 
 def run(params: Params) -> None:
@@ -143,13 +133,13 @@ def save(params: Params, base: Path, transformer, lora_config, prompt_head, plan
             "metrics": metrics,
         }
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2))
-    write_json("metrics/finetune.json", metrics)
-    write_loss_csv("metrics/finetune_loss.csv", history)
+    write_json(paths.FINETUNE_METRICS, metrics)
+    write_loss_csv(paths.FINETUNE_LOSS, history)
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
     for part in ("lora", "prompt_head", "planner"):
         mlflow.log_artifacts(str(OUT_DIR / part), artifact_path=part)
     mlflow.log_artifact(str(OUT_DIR / "model_card.json"))
-    mlflow.log_artifact("metrics/finetune_loss.csv")
+    mlflow.log_artifact(str(paths.FINETUNE_LOSS))
     log.info("finetune: %s, model in %s", metrics, OUT_DIR)
 
 

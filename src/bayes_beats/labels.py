@@ -7,29 +7,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from pathlib import Path
 
 import pandas as pd
 
-from bayes_beats.atomic import atomic_path
-from bayes_beats.config import LabelsParams, Params
-from bayes_beats.moods import MOOD_VA, valence_arousal
+from bayes_beats.core import paths
+from bayes_beats.core.atomic import atomic_path
+from bayes_beats.core.config import LabelsParams, Params
+from bayes_beats.music.moods import MOOD_VA, VIBE_WORDS, tempo_word, valence_arousal
 
 log = logging.getLogger(__name__)
-OUT_DIR = Path("data/labels")
-
-# words for where a clip sits on the circumplex; chosen per clip by a stable hash, for paraphrase variety
-VIBE_WORDS = {
-    ("high", "high"): ["joyful", "euphoric", "exuberant"],
-    ("high", "mid"): ["cheerful", "warm", "sunny"],
-    ("high", "low"): ["peaceful", "serene", "tender"],
-    ("mid", "high"): ["intense", "driving", "restless"],
-    ("mid", "mid"): ["reflective", "easygoing", "mellow"],
-    ("mid", "low"): ["hazy", "dreamy", "still"],
-    ("low", "high"): ["tense", "brooding", "ominous"],
-    ("low", "mid"): ["bittersweet", "wistful", "moody"],
-    ("low", "low"): ["melancholic", "lonely", "sombre"],
-}
+OUT_DIR = paths.LABELS
 
 
 def _pick(options: list[str], clip_id: str, salt: str) -> str:
@@ -39,10 +26,6 @@ def _pick(options: list[str], clip_id: str, salt: str) -> str:
 
 def _level(x: float, threshold: float) -> str:
     return "high" if x > threshold else ("low" if x < -threshold else "mid")
-
-
-def tempo_word(bpm: float) -> str:
-    return "slow" if bpm < 80 else ("mid-tempo" if bpm < 110 else "up-tempo")
 
 
 def describe(clip: dict, params: LabelsParams) -> dict[str, str | float]:
@@ -93,8 +76,8 @@ def describe(clip: dict, params: LabelsParams) -> dict[str, str | float]:
 
 
 def run(params: Params) -> None:
-    manifest = pd.read_csv("data/sampled/manifest.csv", keep_default_na=False)
-    features = pd.read_parquet("data/features/features.parquet")
+    manifest = pd.read_csv(paths.MANIFEST, keep_default_na=False)
+    features = pd.read_parquet(paths.FEATURES_TABLE)
     clips = manifest.merge(features, on="clip_id", how="inner")  # clips the features stage skipped drop out here
     labels = pd.DataFrame([{"clip_id": c["clip_id"], **describe(c, params.labels)} for c in clips.to_dict("records")])
     OUT_DIR.mkdir(parents=True, exist_ok=True)

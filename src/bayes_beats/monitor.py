@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from bayes_beats.atomic import atomic_path, write_json
-from bayes_beats.config import MonitorParams, Params
-from bayes_beats.requestlog import prompt_words, read_requests
+from bayes_beats.api.requestlog import prompt_words, read_requests
+from bayes_beats.core import paths
+from bayes_beats.core.atomic import atomic_path, write_json
+from bayes_beats.core.config import MonitorParams, Params
 
 log = logging.getLogger(__name__)
-REPORT = Path("reports/monitor.html")
-REFERENCE = Path("reports/eval/requests.csv")
-VOCABULARY = Path("reports/eval/vocabulary.txt")
+REPORT = paths.MONITOR_REPORT
+REFERENCE = paths.EVAL_REQUESTS
+VOCABULARY = paths.EVAL_VOCABULARY
 AUDIO_COLUMNS = ["bpm", "loudness_lufs", "centroid_hz", "onset_rate", "clap_local"]
 PROMPT_COLUMNS = ["prompt_chars", "prompt_words", "oov_pct"]
 
@@ -116,12 +117,12 @@ def run(params: Params) -> None:
     snapshot = report.run(to_dataset(current, vocabulary), to_dataset(reference, vocabulary))
     with atomic_path(REPORT) as tmp:
         snapshot.save_html(str(tmp))
-    with atomic_path(REPORT.with_suffix(".json")) as tmp:
+    with atomic_path(paths.MONITOR_JSON) as tmp:
         snapshot.save_json(str(tmp))
     tests = snapshot.dict()["tests"]
     failed = [f"{t['name']}: {t['description']}" for t in tests if str(t["status"]).endswith("FAIL")]
     write_json(
-        "metrics/monitor.json",
+        paths.MONITOR_METRICS,
         {
             "requests": len(current),
             "reference": len(reference),

@@ -10,15 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bayes_beats import tracking
-from bayes_beats.atomic import write_json
-from bayes_beats.config import Params
-from bayes_beats.register import MODEL_NAME
-from bayes_beats.tracking import TrackingError
+from bayes_beats.core import paths, tracking
+from bayes_beats.core.atomic import write_json
+from bayes_beats.core.config import Params
+from bayes_beats.core.paths import REGISTERED_MODEL as MODEL_NAME
+from bayes_beats.core.tracking import TrackingError
 
 log = logging.getLogger(__name__)
 SERVING = Path("serving")
-CLAP_DIR = Path("models/clap")  # the request log's clap_local scorer travels with the Bento
+CLAP_DIR = paths.CLAP  # the request log's clap_local scorer travels with the Bento
 
 
 def champion_version(alias: str) -> tuple[str, dict[str, str]]:
@@ -74,7 +74,7 @@ def run(params: Params) -> None:
     bento = bentoml.bentos.build_bentofile(str(SERVING / "bentofile.yaml"), build_ctx=str(SERVING))
     size_mb = sum(f.stat().st_size for f in Path(bento.path).rglob("*") if f.is_file()) / 1e6
     write_json(
-        "metrics/package.json",
+        paths.PACKAGE_METRICS,
         {
             "bento": str(bento.tag),
             "model": str(model.tag),

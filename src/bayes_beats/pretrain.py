@@ -8,21 +8,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from pathlib import Path
 
 import torch
 
-from bayes_beats import tracking
-from bayes_beats.atomic import atomic_dir, write_json
-from bayes_beats.codec import SpectrogramCodec
-from bayes_beats.config import Params
-from bayes_beats.model import assemble, build_tiny_denoiser, resolve_checkpoint
-from bayes_beats.train import CachedClips, Denoiser, is_main_process, train
+from bayes_beats.core import paths, tracking
+from bayes_beats.core.atomic import atomic_dir, write_json
+from bayes_beats.core.config import Params
+from bayes_beats.model.codec import SpectrogramCodec
+from bayes_beats.model.pipeline import assemble, build_tiny_denoiser, resolve_checkpoint
+from bayes_beats.model.train import CachedClips, Denoiser, is_main_process, train, write_loss_csv
 
 log = logging.getLogger(__name__)
-OUT_DIR = Path("models/base")
-CHECKPOINTS = Path("checkpoints/pretrain")
-CACHE = Path("data/encoded/train.safetensors")
+OUT_DIR = paths.BASE
+CHECKPOINTS = paths.PRETRAIN_CHECKPOINTS
+CACHE = paths.TRAIN_CACHE
 
 
 def run(params: Params) -> None:
@@ -33,7 +32,7 @@ def run(params: Params) -> None:
         log.info("pretrain: profile %s starts from %s", params.model.profile, checkpoint)
         return
     torch.set_num_threads(2)
-    codec = SpectrogramCodec.from_pretrained("models/codec")
+    codec = SpectrogramCodec.from_pretrained(paths.CODEC)
     transformer, condition_encoder = build_tiny_denoiser(codec, params.model)
     frame_rate = codec.config.sampling_rate / codec.hop_length
     denoiser = Denoiser(transformer, condition_encoder, frame_rate)
@@ -57,20 +56,10 @@ def save(codec, transformer, condition_encoder, params: Params, history: list[di
     with atomic_dir(OUT_DIR) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
     write_json(
-        "metrics/pretrain.json",
+        paths.PRETRAIN_METRICS,
         {"steps": params.pretrain.steps, "final_loss": history[-1]["loss"], "first_loss": history[0]["loss"]},
     )
-    write_loss_csv("metrics/pretrain_loss.csv", history)
+    write_loss_csv(paths.PRETRAIN_LOSS, history)
     mlflow.log_metrics({"final_loss": history[-1]["loss"], "first_loss": history[0]["loss"]})
-    mlflow.log_artifact("metrics/pretrain_loss.csv")
+    mlflow.log_artifact(str(paths.PRETRAIN_LOSS))
     log.info("pretrain: loss %.4f → %.4f, base model in %s", history[0]["loss"], history[-1]["loss"], OUT_DIR)
-
-
-def write_loss_csv(path: str, history: list[dict]) -> None:
-    from bayes_beats.atomic import write_text
-
-    keys = list(history[-1])
-    write_text(
-        path,
-        "\n".join([",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in history]) + "\n",
-    )

@@ -14,54 +14,19 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
-from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from bayes_beats import tracking
-from bayes_beats.api import wav_bytes
-from bayes_beats.atomic import write_json
-from bayes_beats.config import Params, PromoteParams
+from bayes_beats.core import paths, tracking
+from bayes_beats.core.atomic import write_json
+from bayes_beats.core.config import Params, RegisterParams
+from bayes_beats.model.pyfunc import SIGNATURE, BayesBeatsModel
 
 log = logging.getLogger(__name__)
-MODEL_NAME = "bayes-beats"
-MODEL_DIR = Path("models/finetuned")
+MODEL_NAME = paths.REGISTERED_MODEL
+MODEL_DIR = paths.FINETUNED
 
 
-class BayesBeatsModel(PythonModel):
-    """prompts → WAV bytes + what was rendered (bpm, keyscale)."""
-
-    def load_context(self, context) -> None:
-        from bayes_beats import load_generator
-
-        self.generator = load_generator(context.artifacts["model_dir"])
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        temperature = float((params or {}).get("temperature", 1.0))
-        rows = []
-        for row in model_input.itertuples():
-            audio = self.generator.generate([row.prompt], float(row.duration_s), int(row.seed), temperature=temperature)
-            (bpm, keyscale), sr = self.generator.last_plans[0], self.generator.sample_rate
-            rows.append({"wav": wav_bytes(audio[0][0], sr), "sample_rate": sr, "bpm": bpm, "keyscale": keyscale})
-        return pd.DataFrame(rows)
-
-
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "prompt"), ColSpec("double", "duration_s"), ColSpec("long", "seed")]),
-    outputs=Schema(
-        [
-            ColSpec("binary", "wav"),
-            ColSpec("long", "sample_rate"),
-            ColSpec("double", "bpm"),
-            ColSpec("string", "keyscale"),
-        ]
-    ),
-    params=ParamSchema([ParamSpec("temperature", "double", 1.0)]),
-)
-
-
-def gate(client: MlflowClient, metrics: dict, promote: PromoteParams) -> tuple[str, str]:
+def gate(client: MlflowClient, metrics: dict, promote: RegisterParams) -> tuple[str, str]:
     """→ (alias, one-line reason)."""
     value = metrics.get(promote.metric)
     if value is None:
@@ -86,7 +51,7 @@ def gate(client: MlflowClient, metrics: dict, promote: PromoteParams) -> tuple[s
 
 
 def run(params: Params) -> None:
-    evaluation = json.loads(Path("metrics/eval.json").read_text())["finetuned"]
+    evaluation = json.loads(paths.EVAL_METRICS.read_text())["finetuned"]
     metrics = {k: float(v) for k, v in evaluation.items() if isinstance(v, int | float)}
     with tracking.stage_run("register", params) as run:
         mlflow.log_metrics(metrics)
@@ -104,7 +69,7 @@ def run(params: Params) -> None:
         for key, value in metrics.items():
             client.set_model_version_tag(MODEL_NAME, version.version, key, str(value))
         client.set_model_version_tag(MODEL_NAME, version.version, "run_id", run.info.run_id)
-        alias, reason = gate(client, metrics, params.promote)
+        alias, reason = gate(client, metrics, params.register)
         client.set_registered_model_alias(MODEL_NAME, alias, version.version)
-    write_json("metrics/register.json", {"version": int(version.version), "alias": alias, "reason": reason})
+    write_json(paths.REGISTER_METRICS, {"version": int(version.version), "alias": alias, "reason": reason})
     print(f"bayes-beats v{version.version} → {alias}: {reason}")

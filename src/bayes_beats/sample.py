@@ -6,35 +6,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyloudnorm
 from tqdm import tqdm
 
-from bayes_beats import corpus
-from bayes_beats.atomic import atomic_dir, atomic_path, write_json
-from bayes_beats.audio import AudioError, load_audio, write_wav
-from bayes_beats.config import DataParams, Params, SampleParams
-from bayes_beats.jamendo import (
-    DataError,
-    LocalSource,
-    Source,
-    TrackRow,
-    open_source,
-    parse_side_tags,
-    parse_tsv,
-)
-from bayes_beats.skips import SkipLog
+from bayes_beats.core import paths
+from bayes_beats.core.atomic import atomic_dir, atomic_path, write_json
+from bayes_beats.core.config import DataParams, Params, SampleParams
+from bayes_beats.core.skips import SkipLog
+from bayes_beats.data.jamendo import DataError, LocalSource, Source, TrackRow, open_source, parse_side_tags, parse_tsv
+from bayes_beats.music.audio import AudioError, load_audio, write_wav
 
 log = logging.getLogger(__name__)
-OUT_DIR = Path("data/sampled")
+OUT_DIR = paths.SAMPLED
 
 
 def source_for(data: DataParams) -> Source:
     # the synthetic corpus is always the `corpus` stage's output; data.path names real data
-    return LocalSource(corpus.OUT_DIR, data.tsv) if data.source == "synth" else open_source(data)
+    return LocalSource(paths.RAW, data.tsv) if data.source == "synth" else open_source(data)
 
 
 def candidates(rows: list[TrackRow], available: set[str], params: SampleParams, skips: SkipLog) -> list[TrackRow]:

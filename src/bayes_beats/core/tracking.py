@@ -13,10 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bayes_beats.config import Params
+import yaml
+
+from bayes_beats.core import paths
+from bayes_beats.core.config import Params
 
 log = logging.getLogger(__name__)
-EXPERIMENT = "bayes-beats"
+EXPERIMENT = paths.EXPERIMENT
 
 
 class TrackingError(Exception):
@@ -87,12 +90,12 @@ def log_dataset() -> None:
     import pandas as pd
     from mlflow.data.pandas_dataset import from_pandas
 
-    from bayes_beats.finetune import dataset_hash
+    from bayes_beats.core.tracking import dataset_hash
 
-    index = Path("data/sampled/manifest.csv")
+    index = paths.MANIFEST
     if index.is_file():
         frame = pd.read_csv(index, usecols=["clip_id", "track_id", "tags"])
-        dataset = from_pandas(frame, source="data/dataset", name="bayes-beats-dataset", digest=dataset_hash())
+        dataset = from_pandas(frame, source=str(paths.DATASET), name="bayes-beats-dataset", digest=dataset_hash())
         mlflow.log_input(dataset, context="training")
 
 
@@ -124,3 +127,12 @@ class MetricLogger:
             if row["step"] not in self.logged:
                 mlflow.log_metrics({k: v for k, v in row.items() if k != "step"}, step=row["step"])
                 self.logged.add(row["step"])
+
+
+def dataset_hash() -> str | None:
+    """The DVC hash of data/dataset as recorded in dvc.lock (None outside a DVC run)."""
+    if not Path("dvc.lock").is_file():
+        return None
+    lock = yaml.safe_load(Path("dvc.lock").read_text())
+    outs = lock.get("stages", {}).get("dataset", {}).get("outs", [])
+    return next((o.get("md5") for o in outs if o.get("path") == str(paths.DATASET)), None)

@@ -22,9 +22,9 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
-from bayes_beats.config import TrainParams
-from bayes_beats.model import share_timbre_encoding, with_sketch
-from bayes_beats.sketch import CHROMA
+from bayes_beats.core.config import TrainParams
+from bayes_beats.model.pipeline import share_timbre_encoding, with_sketch
+from bayes_beats.model.sketch import CHROMA
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class LiveClips:
     kept for the benchmark and the test that both give the same numbers)."""
 
     def __init__(self, split, root: Path, codec, tokenizer, text_encoder, params) -> None:
-        from bayes_beats.encode import encode_rows
+        from bayes_beats.model.encoding import encode_rows
 
         self.encode = lambda rows: encode_rows(rows, root, codec, tokenizer, text_encoder, params)
         self.split = split
@@ -288,3 +288,13 @@ def _checkpoint(accelerator: Accelerator, root: Path, step: int, history: list, 
         for old in sorted(root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def write_loss_csv(path: str | Path, history: list[dict]) -> None:
+    from bayes_beats.core.atomic import write_text
+
+    keys = list(history[-1])
+    write_text(
+        path,
+        "\n".join([",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in history]) + "\n",
+    )

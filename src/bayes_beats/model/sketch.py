@@ -1,6 +1,6 @@
 """The per-frame structural hint: a beat grid and the current chord's chroma, computed from the metas
 (bpm, keyscale) alone. A tiny DiT does not learn tempo or mode from text; it follows this sketch
-(DESIGN.md, "The tiny profile, measured"). Same function in training and at inference."""
+(docs/design.md, "The tiny profile, measured"). Same function in training and at inference."""
 
 from __future__ import annotations
 
@@ -8,19 +8,11 @@ import math
 
 import torch
 
-from bayes_beats.synth import HARMONIC_MINOR, MAJOR, NATURAL_MINOR, PITCH_CLASSES
+from bayes_beats.music.theory import HARMONIC_MINOR, MAJOR, NATURAL_MINOR, parse_keyscale
 
 SKETCH_CHANNELS = 16  # 4 beat-grid + 12 chroma
 CHROMA = slice(4, 16)  # the chroma channels: dropped (zeroed) for sketch guidance
 PROGRESSION = (0, 3, 4, 0)  # I–IV–V–I / i–iv–V–i, two beats a chord
-
-
-def parse_keyscale(keyscale: str) -> tuple[int, str]:
-    """ "A minor" → (9, "minor"); a clear ValueError otherwise."""
-    parts = keyscale.strip().split()
-    if len(parts) != 2 or parts[0] not in PITCH_CLASSES or parts[1] not in ("major", "minor"):
-        raise ValueError(f"keyscale must look like 'C major' or 'F# minor', got {keyscale!r}")
-    return PITCH_CLASSES.index(parts[0]), parts[1]
 
 
 def sketch(bpm: float, keyscale: str, frames: int, frame_rate: float, phase_s: float = 0.0) -> torch.Tensor:

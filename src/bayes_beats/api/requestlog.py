@@ -140,18 +140,18 @@ class RequestLog:
     def measure(self, g: Generation) -> dict:
         import soundfile as sf
 
-        from bayes_beats.config import FeaturesParams
-        from bayes_beats.features import extract
+        from bayes_beats.core.config import FeaturesParams
+        from bayes_beats.music.analysis import extract
 
         audio, sr = sf.read(io.BytesIO(g.wav), dtype="float32", always_2d=True)
         mono = audio.mean(axis=1)
         feats = extract(mono, sr, FeaturesParams()) if np.any(mono) else {}
         clap = None
         if self.clap_dir:
-            from bayes_beats.scoring import clap_scores
+            from bayes_beats.model.scoring import clap_scores
 
             if self._scorer is None:
-                from bayes_beats.scoring import LocalClapScorer
+                from bayes_beats.model.scoring import LocalClapScorer
 
                 self._scorer = LocalClapScorer(self.clap_dir)
             clap = float(clap_scores(self._scorer, [g.prompt], [audio.T], sr)[0])

@@ -92,3 +92,21 @@ def valence_arousal(tags: list[str]) -> tuple[float, float]:
     if not points:
         return 0.0, 0.0
     return (sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points))
+
+
+# words for where a clip sits on the circumplex; chosen per clip by a stable hash, for paraphrase variety
+VIBE_WORDS = {
+    ("high", "high"): ["joyful", "euphoric", "exuberant"],
+    ("high", "mid"): ["cheerful", "warm", "sunny"],
+    ("high", "low"): ["peaceful", "serene", "tender"],
+    ("mid", "high"): ["intense", "driving", "restless"],
+    ("mid", "mid"): ["reflective", "easygoing", "mellow"],
+    ("mid", "low"): ["hazy", "dreamy", "still"],
+    ("low", "high"): ["tense", "brooding", "ominous"],
+    ("low", "mid"): ["bittersweet", "wistful", "moody"],
+    ("low", "low"): ["melancholic", "lonely", "sombre"],
+}
+
+
+def tempo_word(bpm: float) -> str:
+    return "slow" if bpm < 80 else ("mid-tempo" if bpm < 110 else "up-tempo")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bayes_beats.config import DataParams
-from bayes_beats.moods import parse_tag
-from bayes_beats.skips import SkipLog
+from bayes_beats.core.config import DataParams
+from bayes_beats.core.skips import SkipLog
+from bayes_beats.music.moods import parse_tag
 
 log = logging.getLogger(__name__)
 HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
@@ -131,7 +131,7 @@ class GcsSource:
     """gs://bucket/prefix in the MTG-Jamendo layout; only fetched objects are downloaded, to a cache."""
 
     def __init__(self, url: str, params: DataParams) -> None:
-        from bayes_beats import gcs
+        from bayes_beats.core import gcs
 
         bucket_name, self.prefix = gcs.split_url(url)
         self.description = url
@@ -169,7 +169,7 @@ class GcsSource:
         return listed.intersection(paths)
 
     def fetch(self, path: str) -> Path:
-        from bayes_beats import gcs
+        from bayes_beats.core import gcs
 
         local = self.cache / path
         if local.is_file():

@@ -13,12 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import butter, sosfilt
 
-from bayes_beats.moods import MOOD_VA, OFFICIAL_TAGS
+from bayes_beats.music.moods import MOOD_VA, OFFICIAL_TAGS
+from bayes_beats.music.theory import HARMONIC_MINOR, MAJOR, NATURAL_MINOR, PITCH_CLASSES, midi_hz
 
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-MAJOR = (0, 2, 4, 5, 7, 9, 11)
-NATURAL_MINOR = (0, 2, 3, 5, 7, 8, 10)
-HARMONIC_MINOR = (0, 2, 3, 5, 7, 8, 11)  # raised 7th: the V chord of a minor key is major
 # chord roots as scale degrees, one chord per `chord_beats`; all start and end near the tonic
 PROGRESSIONS = ((0, 3, 4, 0), (0, 5, 3, 4), (0, 4, 5, 3), (0, 3, 0, 4))
 CINEMATIC = {"epic", "trailer", "film", "movie", "drama", "dramatic", "documentary", "adventure"}
@@ -111,10 +108,6 @@ def _density_probs(arousal: float) -> list[float]:
     centre = 1.5 + 1.5 * arousal  # index into (0.5, 1, 2, 4)
     w = np.exp(-((np.arange(4) - centre) ** 2) / 0.8)
     return list(w / w.sum())
-
-
-def midi_hz(midi: float) -> float:
-    return float(440.0 * 2 ** ((midi - 69) / 12))
 
 
 class Voice:

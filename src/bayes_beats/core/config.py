@@ -6,6 +6,7 @@ Stage code receives its typed section; nothing deeper reads the YAML.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -163,7 +164,7 @@ class ClapParams(Section):
     seed: int = 0
 
 
-class EvalParams(Section):
+class EvaluateParams(Section):
     backend: Literal["local", "laion"] = "local"  # local = the `clap` stage's model, reported as clap_local
     clap_checkpoint: str = ""  # laion: path to a laion-clap checkpoint (.pt)
     laion_audio_model: Literal["HTSAT-tiny", "HTSAT-base"] = "HTSAT-tiny"
@@ -177,7 +178,7 @@ class EvalParams(Section):
     samples: int = Field(4, ge=1)
 
 
-class PromoteParams(Section):
+class RegisterParams(Section):
     metric: str = "clap_local"  # from metrics/eval.json's finetuned section; higher is better
     min_delta: float = Field(0.0, ge=0)
     floors: dict[str, float] = {}  # metric: lowest acceptable value, all must hold
@@ -198,6 +199,10 @@ class MonitorParams(Section):
     max_oov_pct: float = Field(40.0, ge=0, le=100)  # mean share of prompt words never seen in training captions
 
 
+# `register` is the stage's name; pydantic warns that it shadows ABCMeta.register, which no caller uses
+warnings.filterwarnings("ignore", message='Field name "register" in "Params" shadows')
+
+
 class Params(Section):
     data: DataParams = DataParams()
     corpus: CorpusParams = CorpusParams()
@@ -212,8 +217,8 @@ class Params(Section):
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
     clap: ClapParams = ClapParams()
-    eval: EvalParams = EvalParams()
-    promote: PromoteParams = PromoteParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register: RegisterParams = RegisterParams()
     package: PackageParams = PackageParams()
     monitor: MonitorParams = MonitorParams()
 

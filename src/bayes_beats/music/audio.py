@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from bayes_beats.atomic import atomic_path
+from bayes_beats.core.atomic import atomic_path
 
 SUPPORTED_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff"}
 
@@ -58,3 +59,10 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     frames = audio.T if audio.ndim == 2 else audio
     with atomic_path(path) as tmp:
         sf.write(tmp, np.clip(frames, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """[channels, samples] float → 16-bit PCM WAV."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(audio.T, -1, 1), sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bayes_beats.config import ModelParams
-from bayes_beats.model import Plan, VibePipeline
-from bayes_beats.sketch import parse_keyscale
-from bayes_beats.synth import PITCH_CLASSES
+from bayes_beats.core.config import ModelParams
+from bayes_beats.model.pipeline import Plan, VibePipeline
+from bayes_beats.music.theory import PITCH_CLASSES, parse_keyscale
 
 
 class ModelError(Exception):
@@ -44,7 +43,7 @@ def load_generator(model_dir: str | Path, device: str = "auto") -> Generator:
         if (model_dir / "lora").is_dir():
             pipe.load_lora_weights(model_dir / "lora")
         if (model_dir / "prompt_head").is_dir():
-            from bayes_beats.vibe import VariationalPromptHead, VibePlanner
+            from bayes_beats.model.vibe import VariationalPromptHead, VibePlanner
 
             pipe.register_modules(
                 prompt_head=VariationalPromptHead.from_pretrained(model_dir / "prompt_head"),

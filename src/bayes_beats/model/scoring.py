@@ -11,6 +11,8 @@ import numpy as np
 import soxr
 import torch
 
+from bayes_beats.core import paths
+
 
 class Scorer(Protocol):
     name: str
@@ -42,9 +44,9 @@ def clap_scores(scorer: Scorer, texts: list[str], audio: list[np.ndarray], sampl
 class LocalClapScorer:
     name = "clap_local"
 
-    def __init__(self, model_dir: str | Path = "models/clap") -> None:
-        from bayes_beats.clap import LocalClap
-        from bayes_beats.model import load_text_encoder
+    def __init__(self, model_dir: str | Path = paths.CLAP) -> None:
+        from bayes_beats.model.clap import LocalClap
+        from bayes_beats.model.pipeline import load_text_encoder
 
         self.model = LocalClap.from_pretrained(model_dir).eval()
         self.text_encoder, self.tokenizer = load_text_encoder()
@@ -62,7 +64,7 @@ class LocalClapScorer:
 
     @torch.no_grad()
     def embed_text(self, texts: list[str]) -> np.ndarray:
-        from bayes_beats.model import embed
+        from bayes_beats.model.pipeline import embed
 
         return self.model.embed_text(embed(self.tokenizer, self.text_encoder, texts)).numpy()
 

@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
-from bayes_beats.labels import VIBE_WORDS, tempo_word
-from bayes_beats.moods import MOOD_VA
+from bayes_beats.music.moods import MOOD_VA, VIBE_WORDS, tempo_word
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000

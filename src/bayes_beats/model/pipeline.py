@@ -21,9 +21,10 @@ from diffusers import (
 from diffusers.pipelines.ace_step.pipeline_ace_step import DEFAULT_DIT_INSTRUCTION, SFT_GEN_PROMPT
 from diffusers.utils.torch_utils import randn_tensor
 
-from bayes_beats.codec import SpectrogramCodec
-from bayes_beats.config import ModelParams
-from bayes_beats.sketch import CHROMA, SKETCH_CHANNELS, sketch
+from bayes_beats.core import paths
+from bayes_beats.core.config import ModelParams
+from bayes_beats.model.codec import SpectrogramCodec
+from bayes_beats.model.sketch import CHROMA, SKETCH_CHANNELS, sketch
 
 INSTRUMENTAL = "[instrumental]"
 
@@ -318,7 +319,7 @@ def assemble(codec: SpectrogramCodec, transformer, condition_encoder, prompt_hea
     )
 
 
-BASE_DIR = Path("models/base")
+BASE_DIR = paths.BASE
 
 
 def resolve_checkpoint(params: ModelParams) -> Path:
@@ -329,10 +330,10 @@ def resolve_checkpoint(params: ModelParams) -> Path:
             "in diffusers format (local path or gs://bucket/prefix)"
         )
     if params.checkpoint_dir.startswith("gs://"):
-        from bayes_beats import gcs
+        from bayes_beats.core import gcs
 
         bucket, prefix = gcs.split_url(params.checkpoint_dir)
-        return gcs.sync_dir(params.checkpoint_dir, Path("data/cache/checkpoints") / bucket / prefix)
+        return gcs.sync_dir(params.checkpoint_dir, paths.CHECKPOINT_CACHE / bucket / prefix)
     path = Path(params.checkpoint_dir)
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(
@@ -371,7 +372,7 @@ class AudioEncoder:
 def load_frozen(params) -> tuple[AudioEncoder, object, object]:
     """(audio encoder, tokenizer, text encoder) of the profile: what `encode` runs once for training."""
     if params.model.profile == "tiny":
-        codec = SpectrogramCodec.from_pretrained("models/codec")
+        codec = SpectrogramCodec.from_pretrained(paths.CODEC)
         text_encoder, tokenizer = load_text_encoder()
         return AudioEncoder(codec, params.sample.sample_rate), tokenizer, text_encoder
     from diffusers import AutoencoderOobleck

@@ -1,0 +1,1 @@
+"""What the service speaks: schemas, the request guard, image vibe, catalog, request log."""

@@ -1,0 +1,1 @@
+"""Where clips come from: the MTG-Jamendo reader (local or GCS) and the procedural mood corpus."""
