@@ -1,10 +1,6 @@
-"""The tiny profile's audio codec: a fixed log-frequency filterbank over an STFT, decoded by
-pseudo-inverse + Griffin-Lim. It stands where ACE-Step's Oobleck VAE stands in the pipeline.
-
-Why not mel: below 1 kHz mel bands are wider than a semitone, so mode is lost before the model sees
-it (80 mel bins keep mode 63 % of the time, 96 log bands ≈ 1 semitone each keep 88 %; docs/design.md, "The tiny profile, measured").
-Latents are [batch, channels=n_bands, frames] like the VAE's; normalised per band with corpus statistics.
-"""
+"""`codec` stage: the tiny profile fits its codec's per-band statistics on training clips and reports the
+round trip on held-out clips (metrics/codec.json, reports/codec_roundtrip.png); acestep15 uses the
+checkpoint's VAE and only records that. The codec itself is bayes_beats.model.codec."""
 
 from __future__ import annotations
 

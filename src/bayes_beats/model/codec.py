@@ -1,5 +1,11 @@
-"""The tiny profile's codec: a log-frequency filterbank spectrogram in, Griffin-Lim out (docs/design.md,
-"The tiny profile"). A diffusers ModelMixin so it saves and loads inside the pipeline like the real VAE."""
+"""The tiny profile's audio codec: a fixed log-frequency filterbank over an STFT, decoded by
+pseudo-inverse + Griffin-Lim. It stands where ACE-Step's Oobleck VAE stands in the pipeline.
+
+Why not mel: below 1 kHz mel bands are wider than a semitone, so mode is lost before the model sees
+it (80 mel bins keep mode 63 % of the time, 96 log bands ≈ 1 semitone each keep 88 %; docs/design.md,
+"The tiny profile, measured").
+Latents are [batch, channels=n_bands, frames] like the VAE's; normalised per band with corpus statistics.
+"""
 
 from __future__ import annotations
 
