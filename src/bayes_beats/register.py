@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from bayes_beats.core import paths, tracking
 from bayes_beats.core.atomic import write_json
 from bayes_beats.core.config import Params, RegisterParams
+
 # BayesBeatsModel stays importable from here: versions registered before the move pickled it by this path
 from bayes_beats.model.pyfunc import SIGNATURE, BayesBeatsModel
 
