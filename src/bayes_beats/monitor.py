@@ -1,6 +1,6 @@
 """`monitor`: are the requests the service gets, and what it answers, still like the evaluation set?
 
-Evidently report + tests on the request log (bayes_beats.requestlog) against the reference that the
+Evidently report + tests on the request log (bayes_beats.api.requestlog) against the reference that the
 `evaluate` stage writes (the fine-tuned model's eval generations in the log's columns): drift of prompt
 descriptors (length, words, out-of-vocabulary rate against the training captions) and of the audio's
 features (bpm, mode, loudness, brightness, onset rate, clap_local), plus floors and ceilings on the

@@ -1,6 +1,6 @@
 """`register` stage: the fine-tuned model as an MLflow pyfunc, registered as a new version of `bayes-beats`,
 tagged with its eval metrics, then the promotion gate: alias `champion` only when it beats the current
-champion on `promote.metric` by `promote.min_delta` and passes every floor; otherwise `challenger`, and
+champion on `register.metric` by `register.min_delta` and passes every floor; otherwise `challenger`, and
 one line that says why. Aliases are the only state: one moved by a person in the MLflow UI is what
 serving loads next (`models:/bayes-beats@champion`)."""
 
