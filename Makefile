@@ -46,22 +46,11 @@ postgres:
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
 
+# ends with the headline figures and where to look (`dvc metrics show` is every number on one line)
 demo: install
 	$(BIN)/dvc repro
 	@echo
-	@echo "Outputs:"
-	@echo "  corpus        data/raw/ (MTG-Jamendo layout + ground_truth.csv)"
-	@echo "  clips         data/sampled/clips/*.wav, data/sampled/manifest.csv"
-	@echo "  features      data/features/features.parquet"
-	@echo "  captions      data/labels/labels.parquet"
-	@echo "  dataset       data/dataset/  (datasets.load_from_disk)"
-	@echo "  data quality  reports/data_quality.html"
-	@echo "  codec         models/codec/, reports/codec_roundtrip.png, metrics/codec.json"
-	@echo "  cache         data/encoded/ (frozen-model outputs for training)"
-	@echo "  base model    models/base/ (metrics/pretrain.json, metrics/pretrain_loss.csv)"
-	@echo "  fine-tuned    models/finetuned/ (LoRA + vibe layer + model_card.json)"
-	@echo "  metrics       metrics/*.json"
-	@$(BIN)/dvc metrics show
+	@$(BIN)/python -m bayes_beats.core.summary
 
 lint: install
 	$(BIN)/ruff check src tests serving bench

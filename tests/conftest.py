@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -21,11 +22,90 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
+# The tests' own MLflow store, BentoML home and request log, never the workspace's: the Makefile exports
+# MLFLOW_TRACKING_URI and BENTOML_HOME pointing into the clone, so `make test` used to log the tests' runs
+# into the user's mlflow.db. Overridden (not setdefault) before anything imports mlflow or bentoml (bentoml
+# reads BENTOML_HOME once, at import); a test that needs its own store still passes one explicitly.
+TEST_HOME = Path(tempfile.mkdtemp(prefix="bayes-beats-tests-"))
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{TEST_HOME}/mlflow.db"
+os.environ["BENTOML_HOME"] = str(TEST_HOME / "bentoml")
+os.environ["BAYES_BEATS_REQUEST_LOG"] = str(TEST_HOME / "requests.sqlite")
+
 from bayes_beats import corpus  # noqa: E402
 from bayes_beats.core.config import CorpusParams, Params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+# ---- the workspace as the suite found it: tests/test_workspace.py (run last) compares it at the end
+
+# what a stage, `bentoml` or a server writes when run in the clone: listed by (size, mtime)
+WORKSPACE_TREES = (".bentoml", "mlruns", "mlartifacts", "checkpoints", "models", "data", "serving/wheels", "build")
+# stores and the tracked pipeline outputs: hashed
+WORKSPACE_FILES = ("mlflow.db", "requests.sqlite", "serving/requests.sqlite", "dvc.lock", "params.yaml")
+WORKSPACE_HASHED_DIRS = ("metrics", "reports")
+# what Python and the tools write anyway (bytecode, their caches, an editable install's metadata)
+WORKSPACE_NOISE = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", ".venv-tools")
+
+
+def workspace_state(root: Path = REPO) -> dict[str, object]:
+    """A snapshot of what tests must leave alone in a clone: new untracked or ignored paths (git status),
+    the stores and pipeline outputs (size, mtime, sha256), the output trees (size, mtime of each file)."""
+    import hashlib
+
+    def stat(path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns
+
+    files: dict[str, tuple[int, int, str]] = {}
+    hashed = [root / f for f in WORKSPACE_FILES] + [
+        p for d in WORKSPACE_HASHED_DIRS if (root / d).is_dir() for p in (root / d).rglob("*")
+    ]
+    for path in hashed:
+        if path.is_file():
+            files[str(path.relative_to(root))] = (*stat(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    trees = {
+        str(p.relative_to(root)): stat(p)
+        for tree in WORKSPACE_TREES
+        if (root / tree).is_dir()
+        for p in (root / tree).rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+    done = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=root, capture_output=True, text=True)
+    status = done.stdout.splitlines() if done.returncode == 0 else []  # not a clone: the stat lists only
+    untracked = sorted(
+        line
+        for line in status
+        if line[:2] in ("??", "!!")
+        and not any(part in WORKSPACE_NOISE for part in Path(line[3:]).parts)
+        and not line.rstrip("/").endswith(".egg-info")
+    )
+    return {"untracked": untracked, "files": files, "trees": trees}
+
+
+def workspace_changes(before: dict, after: dict) -> list[str]:
+    """What differs between two workspace_state snapshots, one line each."""
+    changes = [f"new: {line}" for line in after["untracked"] if line not in before["untracked"]]
+    changes += [f"gone: {line}" for line in before["untracked"] if line not in after["untracked"]]
+    for kind in ("files", "trees"):
+        old, new = before[kind], after[kind]
+        changes += [f"written: {p}" for p in sorted(new) if p not in old]
+        changes += [f"changed: {p}" for p in sorted(new) if p in old and new[p] != old[p]]
+        changes += [f"removed: {p}" for p in sorted(old) if p not in new]
+    return changes
+
+
+WORKSPACE_BEFORE = workspace_state()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The workspace check last, whatever order the files were named in."""
+    items.sort(key=lambda item: item.path.name == "test_workspace.py")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(TEST_HOME, ignore_errors=True)
 
 
 def free_port() -> int:

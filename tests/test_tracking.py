@@ -86,8 +86,7 @@ def evaluated_project(tiny_project, mlflow_server):
         evaluate.run(params)
     finally:
         os.chdir(cwd)
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI")
+        os.environ.pop("MLFLOW_TRACKING_URI") if before is None else os.environ.update(MLFLOW_TRACKING_URI=before)
     return root, params
 
 
