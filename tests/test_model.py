@@ -2,14 +2,27 @@
 
 import json
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
+from diffusers import AceStepConditionEncoder
 from safetensors.torch import load_file
 
+import bayes_beats
 from bayes_beats import encode, finetune, load_generator
-from bayes_beats.model.generate import ModelError
+from bayes_beats.core.config import ModelParams
+from bayes_beats.model.codec import SpectrogramCodec
+from bayes_beats.model.generate import Generator, ModelError
+from bayes_beats.model.pipeline import (
+    SharedTimbreConditionEncoder,
+    SketchGuidedTransformer,
+    assemble,
+    build_tiny_denoiser,
+)
+from bayes_beats.model.vibe import VariationalPromptHead, VibePlanner
 
 
 def test_pretrain_lowers_the_loss(tiny_project):
@@ -130,13 +143,128 @@ def test_cache_holds_frozen_outputs_so_training_needs_no_frozen_model(tiny_proje
 def test_sketch_guidance_contrasts_the_sketch_with_its_chroma_dropped(tiny_project):
     root, _ = tiny_project
     gen = load_generator(root / "models/finetuned")
-    assert gen.pipe.sketch_guidance == gen.card["params"]["finetune"]["sketch_guidance"]
+    assert gen.sketch_guidance == gen.card["params"]["finetune"]["sketch_guidance"]
     kwargs = dict(duration_s=2.0, seed=3, temperature=0.0, bpm=90, keyscale="A minor", output_type="latent")
-    gen.pipe.sketch_guidance = 1.0
+    gen.sketch_guidance = 1.0
     plain = gen.generate(["a calm misty lake"], **kwargs)[0][0]
-    gen.pipe.sketch_guidance = 2.0
+    gen.sketch_guidance = 2.0
     guided = gen.generate(["a calm misty lake"], **kwargs)[0][0]
     assert np.isfinite(guided).all() and not np.allclose(plain, guided)
-    assert "forward" not in vars(gen.pipe.transformer)  # the guided forward is removed after the call
-    gen.pipe.sketch_guidance = 1.0
+    assert isinstance(gen.pipe.transformer, SketchGuidedTransformer)  # guidance is the class's, asked per call
+    assert "forward" not in vars(gen.pipe.transformer) and "forward" not in vars(gen.pipe.condition_encoder)
+    gen.sketch_guidance = 1.0
     assert np.array_equal(plain, gen.generate(["a calm misty lake"], **kwargs)[0][0])
+
+
+# ---- an untrained tiny model (constructors only, seconds to build): loading, saved layouts, concurrency
+
+MODEL = ModelParams(hidden_size=64, num_layers=1, head_dim=32, num_inference_steps=4)
+CARD = {"params": {"model": MODEL.model_dump(), "finetune": {"sketch_guidance": 2.0}}}
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """base/ (a fresh `save_pretrained`) and finetuned/ (that base, random heads, guidance 2 in its card)."""
+    root = tmp_path_factory.mktemp("untrained")
+    codec = SpectrogramCodec(n_bands=32)
+    pipe = assemble(codec, *build_tiny_denoiser(codec, MODEL))
+    pipe.save_pretrained(root / "base", safe_serialization=True)
+    torch.manual_seed(0)
+    head, planner = VariationalPromptHead(), VibePlanner()
+    with torch.no_grad():  # the heads start as the identity: shake them so the plan depends on the prompt
+        for p in [*head.parameters(), *planner.parameters()]:
+            p.add_(0.05 * torch.randn_like(p))
+    shutil.copytree(root / "base", root / "finetuned/base")
+    head.save_pretrained(root / "finetuned/prompt_head")
+    planner.save_pretrained(root / "finetuned/planner")
+    (root / "finetuned/model_card.json").write_text(json.dumps(CARD))
+    return root, pipe, head, planner
+
+
+def test_a_fresh_save_names_diffusers_classes_or_this_package_and_loads_as_built(untrained):
+    root, pipe, _, _ = untrained
+    index = json.loads((root / "base/model_index.json").read_text())
+    assert index["vae"] == ["bayes_beats", "SpectrogramCodec"]  # the package's export, not its module today
+    assert index["transformer"] == ["diffusers", "AceStepTransformer1DModel"]  # ours extend them, same weights
+    assert index["condition_encoder"] == ["ace_step", "AceStepConditionEncoder"]
+    for name in (v[1] for v in index.values() if isinstance(v, list) and v[0] == "bayes_beats"):
+        assert getattr(bayes_beats, name).__name__ == name  # every name a save writes is exported
+    gen = load_generator(root / "base", device="cpu")
+    assert isinstance(gen.pipe.transformer, SketchGuidedTransformer)
+    assert isinstance(gen.pipe.condition_encoder, SharedTimbreConditionEncoder)
+    kwargs = dict(duration_s=2.0, seed=[4, 8], num_variations=2, output_type="latent")
+    built = Generator(pipe, gen.params).generate(["lo-fi piano", "slow strings"], **kwargs)
+    loaded = gen.generate(["lo-fi piano", "slow strings"], **kwargs)
+    assert np.array_equal(np.array(built), np.array(loaded))
+
+
+@pytest.mark.parametrize("library", ["bayes_beats", "bayes_beats.codec"])
+def test_a_model_saved_in_an_older_layout_still_loads(untrained, tmp_path, library):
+    """model_index.json as earlier code wrote it: the package's classes named by the package, or by the
+    module they lived in before `model/` (`bayes_beats.codec`: the layout of the run in dvc.lock), heads
+    saved in the pipeline; the DiT and condition encoder by diffusers' own classes."""
+    root, _, head, planner = untrained
+    old = tmp_path / "old"
+    shutil.copytree(root / "base", old)
+    head.save_pretrained(old / "prompt_head")
+    planner.save_pretrained(old / "planner")
+    index = json.loads((old / "model_index.json").read_text())
+    heads = "bayes_beats" if library == "bayes_beats" else "bayes_beats.vibe"
+    index |= {
+        "vae": [library, "SpectrogramCodec"],
+        "prompt_head": [heads, "VariationalPromptHead"],
+        "planner": [heads, "VibePlanner"],
+    }
+    (old / "model_index.json").write_text(json.dumps(index))
+    gen = load_generator(old, device="cpu")
+    assert isinstance(gen.pipe.prompt_head, VariationalPromptHead) and isinstance(gen.pipe.planner, VibePlanner)
+    assert isinstance(gen.pipe.condition_encoder, SharedTimbreConditionEncoder)
+    kwargs = dict(duration_s=2.0, seed=2, temperature=1.0, output_type="latent")
+    # the same model in today's layout, run as the old dir is (no model card: default params, no guidance)
+    now = Generator(load_generator(root / "finetuned", device="cpu").pipe, gen.params)
+    assert np.array_equal(gen.generate(["rain"], **kwargs)[0][0], now.generate(["rain"], **kwargs)[0][0])
+    assert gen.last_plans == now.last_plans
+
+
+def test_concurrent_calls_on_one_pipeline_render_their_own_plans(untrained):
+    """The plan travels in the call: two threads sharing a generator get what each gets alone."""
+    root, _, _, _ = untrained
+    gen = load_generator(root / "finetuned", device="cpu")
+    assert gen.sketch_guidance == 2.0
+    requests = [
+        dict(prompts=["a calm misty lake"], seed=1, bpm=70, keyscale="A minor"),
+        dict(prompts=["happy summer beach", "dark rainy night"], seed=[2, 5], num_variations=2, temperature=1.5),
+    ]
+    alone = [gen.generate(**r, duration_s=2.0, output_type="latent") for r in requests]
+    barrier = threading.Barrier(len(requests))
+
+    def render(request):
+        barrier.wait()
+        return [gen.generate(**request, duration_s=2.0, output_type="latent") for _ in range(3)]
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(render, requests))
+    for one, runs in zip(alone, together, strict=True):
+        for run in runs:
+            assert np.array_equal(np.array(one), np.array(run))
+    assert not {"plan", "sketch_guidance"} & set(vars(gen.pipe))  # nothing of a call is left on the pipeline
+
+
+def test_shared_timbre_encoding_matches_diffusers_encoder(untrained):
+    _, pipe, _, _ = untrained
+    shared = pipe.condition_encoder
+    plain = AceStepConditionEncoder.from_config(shared.config)
+    plain.load_state_dict(shared.state_dict())
+    n, frames = 3, 40
+    reference = shared.silence_latent[:, :frames].expand(n, -1, -1)
+    inputs = dict(
+        text_hidden_states=torch.randn(n, 8, 384),
+        text_attention_mask=torch.ones(n, 8, dtype=torch.bool),
+        lyric_hidden_states=torch.randn(n, 4, 384),
+        lyric_attention_mask=torch.ones(n, 4, dtype=torch.bool),
+        refer_audio_acoustic_hidden_states_packed=reference,
+        refer_audio_order_mask=torch.arange(n),
+    )
+    with torch.no_grad():
+        for a, b in zip(shared(**inputs), plain(**inputs), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -15,14 +15,14 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import AceStepConditionEncoder, AceStepTransformer1DModel
+from diffusers import AceStepTransformer1DModel
 from peft import LoraConfig, get_peft_model_state_dict
 
 from bayes_beats.core import paths, tracking
 from bayes_beats.core.atomic import atomic_dir, write_json
 from bayes_beats.core.config import Params
 from bayes_beats.core.tracking import dataset_hash
-from bayes_beats.model.pipeline import VibePipeline, resolve_base
+from bayes_beats.model.pipeline import SharedTimbreConditionEncoder, VibePipeline, resolve_base
 from bayes_beats.model.train import CachedClips, Denoiser, is_main_process, load_cache, train, write_loss_csv
 from bayes_beats.model.vibe import VariationalPromptHead, VibePlanner
 
@@ -50,7 +50,7 @@ def run(params: Params) -> None:
     torch.manual_seed(fp.seed)  # LoRA and head initialisation: the same on every (re)run
     base = resolve_base()
     transformer = AceStepTransformer1DModel.from_pretrained(base, subfolder="transformer", local_files_only=True)
-    condition_encoder = AceStepConditionEncoder.from_pretrained(
+    condition_encoder = SharedTimbreConditionEncoder.from_pretrained(
         base, subfolder="condition_encoder", local_files_only=True
     )
     transformer.requires_grad_(False)

@@ -53,7 +53,6 @@ def load_generator(model_dir: str | Path, device: str = "auto") -> Generator:
         raise ModelError(f"cannot load the model in {model_dir}: {err}") from err
     pipe.set_progress_bar_config(disable=True)
     params = ModelParams.model_validate(card.get("params", {}).get("model", {}))
-    pipe.sketch_guidance = float(card.get("params", {}).get("finetune", {}).get("sketch_guidance", 1.0))
     if params.cpu_offload and device.startswith("cuda"):
         pipe.enable_model_cpu_offload()  # components visit the GPU one at a time: for small cards
     else:
@@ -65,6 +64,8 @@ class Generator:
     def __init__(self, pipe: VibePipeline, params: ModelParams, card: dict | None = None) -> None:
         self.pipe, self.params, self.card = pipe, params, card or {}
         self.sample_rate = pipe.sample_rate
+        # the model's own guidance on the sketch (a fine-tune's card records it; a base has none: off)
+        self.sketch_guidance = float(self.card.get("params", {}).get("finetune", {}).get("sketch_guidance", 1.0))
         self.last_plans: list[tuple[float, str]] = []
 
     def _validate(
@@ -88,12 +89,13 @@ class Generator:
                 f"duration_s must be within [{self.params.min_seconds}, {self.params.max_seconds}] "
                 f"for the {self.params.profile} profile, got {duration_s}"
             )
-        if not 1 <= num_variations <= 16:
-            raise ValueError(f"num_variations must be within [1, 16], got {num_variations}")
-        if not 0 <= temperature <= 5:
-            raise ValueError(f"temperature must be within [0, 5], got {temperature}")
-        if bpm is not None and not 30 <= bpm <= 300:
-            raise ValueError(f"bpm must be within [30, 300], got {bpm}")
+        p = self.params  # the limits are the profile's (params.yaml `model:`, recorded in the model card)
+        if not 1 <= num_variations <= p.max_variations:
+            raise ValueError(f"num_variations must be within [1, {p.max_variations}], got {num_variations}")
+        if not 0 <= temperature <= p.max_temperature:
+            raise ValueError(f"temperature must be within [0, {p.max_temperature}], got {temperature}")
+        if bpm is not None and not p.min_bpm <= bpm <= p.max_bpm:
+            raise ValueError(f"bpm must be within [{p.min_bpm}, {p.max_bpm}], got {bpm}")
         if keyscale is not None:
             parse_keyscale(keyscale)
 
@@ -148,21 +150,20 @@ class Generator:
             raise ValueError(f"got {len(per_prompt)} seeds for {len(prompts)} prompts")
         batch = [p for p in prompts for _ in range(num_variations)]
         seeds = [s * 1000 + j for s in per_prompt for j in range(num_variations)]
-        self.pipe.plan = self.plan(batch, seeds, temperature, bpm, keyscale)
-        try:
-            generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-            out = self.pipe(
-                prompt=batch,
-                lyrics=["[instrumental]"] * len(batch),
-                audio_duration=duration_s,
-                num_inference_steps=self.params.num_inference_steps,
-                guidance_scale=1.0,
-                shift=self.params.shift,
-                generator=generators,
-                output_type="latent" if output_type == "latent" else "pt",
-            ).audios
-            self.last_plans = list(zip(self.pipe.plan.bpm, self.pipe.plan.keyscale, strict=True))
-        finally:
-            self.pipe.plan = None
+        plan = self.plan(batch, seeds, temperature, bpm, keyscale)
+        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        out = self.pipe(
+            prompt=batch,
+            lyrics=["[instrumental]"] * len(batch),
+            audio_duration=duration_s,
+            num_inference_steps=self.params.num_inference_steps,
+            guidance_scale=1.0,
+            shift=self.params.shift,
+            generator=generators,
+            output_type="latent" if output_type == "latent" else "pt",
+            plan=plan,
+            sketch_guidance=self.sketch_guidance,
+        ).audios
+        self.last_plans = list(zip(plan.bpm, plan.keyscale, strict=True))
         arrays = [a.float().cpu().numpy() for a in out]
         return [arrays[i * num_variations : (i + 1) * num_variations] for i in range(len(prompts))]

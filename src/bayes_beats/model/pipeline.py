@@ -1,13 +1,19 @@
 """One generator, two scales. `VibePipeline` is diffusers' AceStepPipeline plus two registered
 components (the variational prompt head and the planner) and two overrides: prompts are encoded with
 fixed padding and per-item metas (train and inference see the same tokens), and the source latents carry
-the per-frame sketch. `tiny` builds it from small configs; `acestep15` loads real weights from disk."""
+the per-frame sketch, both from the `plan` argument of the call. Its DiT is a `SketchGuidedTransformer`
+and its condition encoder a `SharedTimbreConditionEncoder`: diffusers' classes with sketch guidance and a
+once-per-batch timbre encoding added, saved under diffusers' names and built as ours on load. `tiny`
+builds it from small configs; `acestep15` loads real weights from disk."""
 
 from __future__ import annotations
 
-import contextlib
+import contextvars
+import importlib
 import json
+import logging
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +24,10 @@ from diffusers import (
     AceStepTransformer1DModel,
     FlowMatchEulerDiscreteScheduler,
 )
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.pipelines.ace_step.modeling_ace_step import _pack_sequences
 from diffusers.pipelines.ace_step.pipeline_ace_step import DEFAULT_DIT_INSTRUCTION, SFT_GEN_PROMPT
+from diffusers.pipelines.pipeline_loading_utils import _fetch_class_library_tuple
 from diffusers.utils.torch_utils import randn_tensor
 
 from bayes_beats.core import paths
@@ -27,6 +36,7 @@ from bayes_beats.model.codec import SpectrogramCodec
 from bayes_beats.model.sketch import CHROMA, SKETCH_CHANNELS, sketch
 
 INSTRUMENTAL = "[instrumental]"
+PACKAGE = __name__.split(".")[0]  # saved models name this package's components by it (see `register_modules`)
 
 
 @dataclass
@@ -36,6 +46,124 @@ class Plan:
     bpm: list[float]
     keyscale: list[str]
     z: torch.Tensor | None = None
+
+
+class SketchGuidedTransformer(AceStepTransformer1DModel):
+    """The ACE-Step DiT with classifier-free guidance on the sketch's chroma, asked for per call through
+    `attention_kwargs={"sketch_guidance": scale}` (the pipeline passes its `attention_kwargs` to every DiT
+    call). With scale != 1 each call also runs with the chroma channels of the source latents zeroed (as
+    `sketch_dropout` trains) and returns v_u + scale * (v_sketch − v_u): the DiT sees a doubled batch.
+    Same weights and config as the parent; without the key it is the parent."""
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        timestep_r: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        context_latents: torch.Tensor,
+        attention_kwargs: dict | None = None,
+        return_dict: bool = True,
+    ):
+        options = dict(attention_kwargs or {})
+        scale = options.pop("sketch_guidance", 1.0)
+        attention_kwargs = options or None
+        if scale == 1.0:
+            return super().forward(
+                hidden_states,
+                timestep,
+                timestep_r,
+                encoder_hidden_states,
+                context_latents,
+                attention_kwargs,
+                return_dict,
+            )
+        dropped = context_latents.clone()
+        dropped[..., CHROMA] = 0.0
+        out = super().forward(
+            hidden_states=torch.cat([hidden_states, hidden_states]),
+            timestep=torch.cat([timestep, timestep]),
+            timestep_r=torch.cat([timestep_r, timestep_r]),
+            encoder_hidden_states=torch.cat([encoder_hidden_states, encoder_hidden_states]),
+            context_latents=torch.cat([context_latents, dropped]),
+            attention_kwargs=attention_kwargs,
+            return_dict=False,
+        )
+        v_sketch, v_uncond = out[0].chunk(2)
+        guided = v_uncond + scale * (v_sketch - v_uncond)
+        return Transformer2DModelOutput(sample=guided) if return_dict else (guided, *out[1:])
+
+
+class SharedTimbreConditionEncoder(AceStepConditionEncoder):
+    """The ACE-Step condition encoder, encoding a timbre reference once when every batch item has the same.
+
+    Text-to-music feeds 30 s of the silence latent as every item's timbre reference, and diffusers' encoder
+    runs the timbre encoder on each copy: at batch 16 that was 0.75 s of a 2.3 s training step here. The
+    result is identical, so `encode_timbre` runs it on one copy and expands. Same weights and config."""
+
+    def forward(
+        self,
+        text_hidden_states: torch.FloatTensor,
+        text_attention_mask: torch.Tensor,
+        lyric_hidden_states: torch.FloatTensor,
+        lyric_attention_mask: torch.Tensor,
+        refer_audio_acoustic_hidden_states_packed: torch.FloatTensor,
+        refer_audio_order_mask: torch.LongTensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # diffusers' AceStepConditionEncoder.forward (0.42.1), its timbre step through `encode_timbre`
+        text_hidden_states = self.text_projector(text_hidden_states)
+        lyric_hidden_states = self.lyric_encoder(inputs_embeds=lyric_hidden_states, attention_mask=lyric_attention_mask)
+        timbre, timbre_mask = self.encode_timbre(refer_audio_acoustic_hidden_states_packed, refer_audio_order_mask)
+        states, mask = _pack_sequences(lyric_hidden_states, timbre, lyric_attention_mask, timbre_mask)
+        return _pack_sequences(states, text_hidden_states, mask, text_attention_mask)
+
+    def encode_timbre(self, packed: torch.Tensor, order_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The timbre encoder's (states, mask) for packed references; one pass when all are one reference."""
+        n = packed.shape[0]
+        same = (
+            n > 1
+            and torch.equal(order_mask, torch.arange(n, device=order_mask.device))
+            and bool((packed == packed[:1]).all())
+        )
+        if not same:
+            return self.timbre_encoder(packed, order_mask)
+        states, mask = self.timbre_encoder(packed[:1], order_mask[:1])
+        return states.expand(n, *states.shape[1:]), mask.expand(n, *mask.shape[1:])
+
+
+# The plan of the pipeline call in progress. diffusers' `__call__` calls `encode_prompt` and
+# `prepare_src_latents` with arguments of its own signature: the first gets one bpm/keyscale per call and
+# no variational sample, the second nothing per item, and there is no hook between them. So
+# `VibePipeline.__call__` binds its `plan` argument here for the duration of the call and both read it
+# back. A context variable, not an attribute: what one call binds is seen only inside that call (its
+# thread or task), never by another call on the same pipeline, and is unbound when the call returns.
+_CALL_PLAN: contextvars.ContextVar[Plan | None] = contextvars.ContextVar("vibe_plan", default=None)
+
+# what `VibePipeline.from_pretrained` forwards to the component loaders it calls itself
+_LOAD_OPTIONS = (
+    "cache_dir",
+    "force_download",
+    "proxies",
+    "local_files_only",
+    "token",
+    "revision",
+    "variant",
+    "use_safetensors",
+    "low_cpu_mem_usage",
+    "disable_mmap",
+)
+
+
+# the components `VibePipeline` builds through its own subclasses of the diffusers classes
+_EXTENDED = {"transformer": SketchGuidedTransformer, "condition_encoder": SharedTimbreConditionEncoder}
+
+
+class _PassedComponent(logging.Filter):
+    """diffusers logs the whole module tree of a component passed for a pipeline-module class (the
+    condition encoder is `["ace_step", ...]` in ACE-Step checkpoints): drop that line, keep the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("You have passed a non-standard module")
 
 
 class VibePipeline(AceStepPipeline):
@@ -65,15 +193,87 @@ class VibePipeline(AceStepPipeline):
             audio_token_detokenizer,
         )
         self.register_modules(prompt_head=prompt_head, planner=planner)
-        share_timbre_encoding(condition_encoder)
-        self.plan: Plan | None = None
-        self.sketch_guidance = 1.0  # > 1: guidance on the sketch's chroma (see `guide_sketch`)
+        # diffusers keeps a call's state on the instance (the scheduler's step index, `_guidance_scale`,
+        # `_attention_kwargs`) and a fast tokenizer its padding settings (each encode sets them): the
+        # pipeline's calls and `embed` take turns on it
+        self._turns = threading.RLock()
 
-    def __call__(self, *args, **kwargs):
-        if self.plan is None or self.sketch_guidance == 1.0:
-            return super().__call__(*args, **kwargs)
-        with guide_sketch(self.transformer, self.sketch_guidance):
-            return super().__call__(*args, **kwargs)
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' loader, with the DiT built as a `SketchGuidedTransformer` and the condition encoder as a
+        `SharedTimbreConditionEncoder` from the diffusers classes model_index.json names for them (as a
+        fresh save, an older base and an ACE-Step checkpoint all do). Components passed by the caller are
+        used as given."""
+        options = {k: kwargs[k] for k in _LOAD_OPTIONS if k in kwargs}
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        for name, component in _EXTENDED.items():
+            if name not in kwargs:
+                part = dtype.get(name, dtype.get("default")) if isinstance(dtype, dict) else dtype
+                kwargs[name] = component.from_pretrained(
+                    pretrained_model_name_or_path, subfolder=name, dtype=part, **options
+                )
+        loading_log = logging.getLogger("diffusers.pipelines.pipeline_loading_utils")
+        quiet = _PassedComponent()
+        loading_log.addFilter(quiet)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        finally:
+            loading_log.removeFilter(quiet)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """model_index.json as saved, with this package's components migrated to where they live now.
+
+        diffusers imports the library an entry names and finds the class there, so an entry naming a module
+        that has since moved (`["bayes_beats.codec", "SpectrogramCodec"]`, the layout before `model/`) or
+        the package itself (`["bayes_beats", ...]`, as `register_modules` saves them) would not load: any
+        entry of this package naming a class the package exports is pointed at its defining module."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        root = importlib.import_module(PACKAGE)
+        for name, entry in config.items():
+            if (
+                isinstance(entry, list | tuple)
+                and len(entry) == 2
+                and isinstance(entry[0], str)
+                and (entry[0] == PACKAGE or entry[0].startswith(f"{PACKAGE}."))
+                and isinstance(entry[1], str)
+                and hasattr(root, entry[1])
+            ):
+                config[name] = [getattr(root, entry[1]).__module__, entry[1]]
+        return loaded
+
+    def register_modules(self, **kwargs):
+        """As diffusers', with names in model_index.json that outlive this code: the DiT and the condition
+        encoder are saved as the diffusers classes they extend (same weights and config; `from_pretrained`
+        builds ours from them), and this package's own components by the package, which re-exports them
+        (`["bayes_beats", "SpectrogramCodec"]`), not by the module that defines them today."""
+        super().register_modules(**kwargs)
+        root = importlib.import_module(PACKAGE)
+        for name, module in kwargs.items():
+            library, class_name = self.config[name]
+            if isinstance(module, tuple(_EXTENDED.values())):
+                extended = next(c for c in type(module).__mro__ if c.__module__.startswith("diffusers."))
+                library, class_name = _fetch_class_library_tuple(extended)
+            elif library is not None and library.startswith(f"{PACKAGE}.") and hasattr(root, class_name):
+                library = PACKAGE
+            self.register_to_config(**{name: (library, class_name)})
+
+    def __call__(self, *args, plan: Plan | None = None, sketch_guidance: float | None = None, **kwargs):
+        """diffusers' AceStepPipeline call, plus:
+
+        plan: per-item metas (bpm, keyscale) and the variational sample the prompts are encoded with; the
+            source latents carry their sketch. None: diffusers' `bpm`/`keyscale` arguments, no sketch.
+        sketch_guidance: classifier-free guidance scale on the sketch's chroma (with a plan; None or 1: off),
+            passed to the DiT in `attention_kwargs` (`SketchGuidedTransformer`)."""
+        if plan is not None and sketch_guidance is not None and sketch_guidance != 1.0:
+            kwargs["attention_kwargs"] = {**(kwargs.get("attention_kwargs") or {}), "sketch_guidance": sketch_guidance}
+        with self._turns:
+            bound = _CALL_PLAN.set(plan)
+            try:
+                return super().__call__(*args, **kwargs)
+            finally:
+                _CALL_PLAN.reset(bound)
 
     def format_prompt(self, caption: str, bpm: float | None, keyscale: str | None, seconds: float) -> str:
         return format_prompt(caption, bpm, keyscale, seconds)
@@ -85,7 +285,8 @@ class VibePipeline(AceStepPipeline):
         return encode_lyrics(self.tokenizer, self.text_encoder, batch, device)
 
     def embed(self, texts: list[str]) -> torch.Tensor:
-        return embed(self.tokenizer, self.text_encoder, texts)
+        with self._turns:
+            return embed(self.tokenizer, self.text_encoder, texts)
 
     def encode_prompt(
         self,
@@ -102,7 +303,7 @@ class VibePipeline(AceStepPipeline):
         max_lyric_length=2048,
     ):
         prompts = [prompt] if isinstance(prompt, str) else prompt
-        plan = self.plan or Plan([bpm] * len(prompts), [keyscale] * len(prompts))
+        plan = _CALL_PLAN.get() or Plan([bpm] * len(prompts), [keyscale] * len(prompts))
         texts = [
             self.format_prompt(p, b, k, audio_duration)
             for p, b, k in zip(prompts, plan.bpm, plan.keyscale, strict=True)
@@ -135,64 +336,10 @@ class VibePipeline(AceStepPipeline):
         src, length = super().prepare_src_latents(
             device, dtype, batch_size, src_audio, audio_codes, latent_length, task_type
         )
-        if self.plan is None or src_audio is not None or audio_codes is not None:
+        plan = _CALL_PLAN.get()
+        if plan is None or src_audio is not None or audio_codes is not None:
             return src, length
-        return with_sketch(src, self.plan.bpm, self.plan.keyscale, self.latents_per_second), length
-
-
-@contextlib.contextmanager
-def guide_sketch(transformer, scale: float):
-    """Classifier-free guidance on the sketch's chroma: each DiT call also runs with the chroma channels of the
-    source latents zeroed (as `sketch_dropout` trains) and returns v_u + scale * (v_sketch − v_u). The DiT
-    sees a doubled batch; weights are untouched and the instance's forward is restored on exit."""
-    forward = transformer.forward
-
-    def guided(hidden_states, timestep, timestep_r, encoder_hidden_states, context_latents, **kwargs):
-        dropped = context_latents.clone()
-        dropped[..., CHROMA] = 0.0
-        out = forward(
-            hidden_states=torch.cat([hidden_states, hidden_states]),
-            timestep=torch.cat([timestep, timestep]),
-            timestep_r=torch.cat([timestep_r, timestep_r]),
-            encoder_hidden_states=torch.cat([encoder_hidden_states, encoder_hidden_states]),
-            context_latents=torch.cat([context_latents, dropped]),
-            **kwargs,
-        )
-        v_sketch, v_uncond = out[0].chunk(2)
-        return (v_uncond + scale * (v_sketch - v_uncond), *out[1:])
-
-    transformer.forward = guided
-    try:
-        yield
-    finally:
-        del transformer.forward
-
-
-def share_timbre_encoding(condition_encoder: AceStepConditionEncoder) -> None:
-    """Encode a timbre reference once when every batch item has the same one.
-
-    Text-to-music feeds 30 s of the silence latent as every item's timbre reference, and the pipeline runs
-    the timbre encoder on each copy: at batch 16 that was 0.75 s of a 2.3 s training step here. The result
-    is identical, so run it on one copy and expand. Installed on the instance; weights are untouched."""
-    timbre = condition_encoder.timbre_encoder
-    if getattr(timbre, "_shares_reference", False):
-        return
-    full_forward = timbre.forward
-
-    def forward(packed: torch.Tensor, order_mask: torch.Tensor):
-        n = packed.shape[0]
-        same = (
-            n > 1
-            and torch.equal(order_mask, torch.arange(n, device=order_mask.device))
-            and bool((packed == packed[:1]).all())
-        )
-        if not same:
-            return full_forward(packed, order_mask)
-        states, mask = full_forward(packed[:1], order_mask[:1])
-        return states.expand(n, *states.shape[1:]), mask.expand(n, *mask.shape[1:])
-
-    timbre.forward = forward
-    timbre._shares_reference = True
+        return with_sketch(src, plan.bpm, plan.keyscale, self.latents_per_second), length
 
 
 TEXT_TOKENS = 96  # fixed padding: cross-attention sees padding, so training and inference pad alike
@@ -272,7 +419,7 @@ def build_tiny_denoiser(codec: SpectrogramCodec, params: ModelParams, text_dim: 
     torch.manual_seed(params.seed)
     channels = codec.config.n_bands
     heads = params.hidden_size // params.head_dim
-    transformer = AceStepTransformer1DModel(
+    transformer = SketchGuidedTransformer(
         hidden_size=params.hidden_size,
         intermediate_size=3 * params.hidden_size,
         num_hidden_layers=params.num_layers,
@@ -285,7 +432,7 @@ def build_tiny_denoiser(codec: SpectrogramCodec, params: ModelParams, text_dim: 
         sliding_window=128,
         is_turbo=True,
     )
-    condition_encoder = AceStepConditionEncoder(
+    condition_encoder = SharedTimbreConditionEncoder(
         hidden_size=params.hidden_size,
         intermediate_size=3 * params.hidden_size,
         text_hidden_dim=text_dim,

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bayes_beats.core.config import TrainParams
-from bayes_beats.model.pipeline import share_timbre_encoding, with_sketch
+from bayes_beats.model.pipeline import with_sketch
 from bayes_beats.model.sketch import CHROMA
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,8 @@ class Denoiser(nn.Module):
         planner_weight: float = 0.0,
     ):
         super().__init__()
+        # a SharedTimbreConditionEncoder (build_tiny_denoiser, finetune) encodes the batch's one timbre reference once
         self.transformer, self.condition_encoder = transformer, condition_encoder
-        share_timbre_encoding(condition_encoder)
         self.prompt_head, self.planner = prompt_head, planner
         self.frame_rate, self.kl_weight, self.planner_weight = frame_rate, kl_weight, planner_weight
 
