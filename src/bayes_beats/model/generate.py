@@ -128,7 +128,6 @@ class Generator:
         ]
         return Plan(bpms, keys, z)
 
-    @torch.no_grad()
     def generate(
         self,
         prompts: list[str],
@@ -141,6 +140,27 @@ class Generator:
         output_type: str = "np",
     ) -> list[list[np.ndarray]]:
         """→ result[i][j]: prompt i, variation j, float32 [channels, samples] at `self.sample_rate`.
+        `last_plans` then holds what was rendered; callers that share a generator across threads use
+        `generate_with_plans`, which returns the plans with the audio instead."""
+        audio, self.last_plans = self.generate_with_plans(
+            prompts, duration_s, seed, num_variations, temperature, bpm, keyscale, output_type
+        )
+        return audio
+
+    @torch.no_grad()
+    def generate_with_plans(
+        self,
+        prompts: list[str],
+        duration_s: float,
+        seed: int | list[int],
+        num_variations: int = 1,
+        temperature: float = 1.0,
+        bpm: float | None = None,
+        keyscale: str | None = None,
+        output_type: str = "np",
+    ) -> tuple[list[list[np.ndarray]], list[tuple[float, str]]]:
+        """→ (audio, plans): audio[i][j] is prompt i, variation j, float32 [channels, samples] at
+        `self.sample_rate`; plans[i * num_variations + j] is its (bpm, keyscale).
 
         All prompts and variations go through the pipeline as one batch; each item's randomness comes
         from (seed, variation) alone, so a request's audio does not depend on what it was batched with."""
@@ -164,6 +184,6 @@ class Generator:
             plan=plan,
             sketch_guidance=self.sketch_guidance,
         ).audios
-        self.last_plans = list(zip(plan.bpm, plan.keyscale, strict=True))
         arrays = [a.float().cpu().numpy() for a in out]
-        return [arrays[i * num_variations : (i + 1) * num_variations] for i in range(len(prompts))]
+        audio = [arrays[i * num_variations : (i + 1) * num_variations] for i in range(len(prompts))]
+        return audio, list(zip(plan.bpm, plan.keyscale, strict=True))

@@ -22,8 +22,10 @@ class BayesBeatsModel(PythonModel):
         temperature = float((params or {}).get("temperature", 1.0))
         rows = []
         for row in model_input.itertuples():
-            audio = self.generator.generate([row.prompt], float(row.duration_s), int(row.seed), temperature=temperature)
-            (bpm, keyscale), sr = self.generator.last_plans[0], self.generator.sample_rate
+            audio, plans = self.generator.generate_with_plans(
+                [row.prompt], float(row.duration_s), int(row.seed), temperature=temperature
+            )
+            (bpm, keyscale), sr = plans[0], self.generator.sample_rate
             rows.append({"wav": wav_bytes(audio[0][0], sr), "sample_rate": sr, "bpm": bpm, "keyscale": keyscale})
         return pd.DataFrame(rows)
 
