@@ -147,6 +147,7 @@ def bench_full_vs_noop_repro(target: str = "register") -> dict:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
+    import control
     import model_bench
     import serve_bench
 
@@ -160,6 +161,7 @@ def main() -> None:
         "corpus_generation": bench_corpus(),
         "model": model_bench.main(),
         "serving": serve_bench.main(),
+        "control": control.main(),  # fixed bpm/keyscale → what lands in the audio (issue H's baseline)
     }
     for name, entry in results.items():
         if name != "machine":
