@@ -4,9 +4,15 @@ Two services, composed: `Renderer` holds the model (loaded once, on the GPU in p
 generation across concurrent requests (BentoML adaptive batching: different prompts, one pipeline call);
 `BayesBeats` is the public API (validation, image vibe, catalog, page) and calls the renderer.
 
-Model: the champion imported into the BentoML store by the `package` stage (`bayes-beats:latest`), or,
-when BAYES_BEATS_MODEL_URI is set (e.g. `models:/bayes-beats@champion`), loaded from the MLflow registry
-at start-up, so an alias moved in the MLflow UI takes effect on restart.
+Model: the champion imported into the BentoML store by the `package` stage, whose exact tag the Bento
+records (Bento arguments `model_tag`, `clap_tag`: a newer model in the store changes nothing; served from
+source, `--arg model_tag=...` or `bayes-beats:latest`), or, when BAYES_BEATS_MODEL_URI is set (e.g.
+`models:/bayes-beats@champion`), loaded from the MLflow registry at start-up, so an alias moved in the
+MLflow UI takes effect on restart.
+
+Shutdown (SIGTERM to `bentoml serve`, which passes it to every worker at once): the API stops accepting
+and finishes what it holds; each renderer worker keeps serving until no API worker is left (at most
+BAYES_BEATS_DRAIN_TIMEOUT_S), so no request is cut off between the two.
 
 Every generation is logged (bayes_beats.api.requestlog, off the critical path) to BAYES_BEATS_REQUEST_LOG, a
 SQLite path or a Postgres URL ("off" disables it), for `bayes-beats monitor`. Its clap_local score uses
@@ -15,6 +21,7 @@ the CLAP model in BAYES_BEATS_CLAP_DIR, else the Bento's `bayes-beats-clap` mode
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import time
 from pathlib import Path
@@ -31,19 +38,26 @@ from pydantic import Field
 
 from bayes_beats.api.catalog import load_catalog
 from bayes_beats.api.guard import GuardMiddleware
-from bayes_beats.api.imagevibe import ImageError, Vibe, vibe_from_bytes
+from bayes_beats.api.imagevibe import ImageError, Vibe, vibe_of_file
 from bayes_beats.api.requestlog import Generation, RequestLog
 from bayes_beats.api.schemas import Rendered, RenderRequest, encode_wav, variations_json
-from bayes_beats.music.theory import KEYSCALE_PATTERN
 
 HERE = Path(__file__).parent
-MODEL_TAG = os.environ.get("BAYES_BEATS_BENTO_MODEL", "bayes-beats:latest")
+log = logging.getLogger("bentoml.bayes_beats")  # under BentoML's server logging
+# The renderer listens on loopback TCP, not a Unix socket: on SIGTERM BentoML's arbiter deletes its socket
+# directory before it stops the workers, so requests the API still holds could no longer reach a renderer
+# that is still serving them (graceful shutdown: `_defer_sigterm_until_api_gone`). `bentoml serve` reads
+# this after importing this module, before it creates the renderer's socket.
+os.environ.setdefault("BENTOML_NO_UDS", "1")
+BUILT_WITH = bentoml.use_arguments()  # the Bento's arguments, recorded by `bayes-beats package`; from source: none
+MODEL_TAG = getattr(BUILT_WITH, "model_tag", "bayes-beats:latest")
 MODEL_URI = os.environ.get("BAYES_BEATS_MODEL_URI", "")
 MAX_BATCH = int(os.environ.get("BAYES_BEATS_MAX_BATCH", "8"))  # 1 = unbatched (for the benchmark)
 GPU = os.environ.get("BAYES_BEATS_GPU", "0") == "1"
 REQUEST_LOG = os.environ.get("BAYES_BEATS_REQUEST_LOG", "requests.sqlite")
 CLAP_DIR = os.environ.get("BAYES_BEATS_CLAP_DIR")  # unset: the Bento's CLAP model; "": no clap_local score
-CLAP_TAG = os.environ.get("BAYES_BEATS_BENTO_CLAP", "bayes-beats-clap:latest")
+CLAP_TAG = getattr(BUILT_WITH, "clap_tag", "bayes-beats-clap:latest")
+DRAIN_TIMEOUT_S = float(os.environ.get("BAYES_BEATS_DRAIN_TIMEOUT_S", "300"))  # renderer waits for the API
 CATALOG = load_catalog(os.environ.get("BAYES_BEATS_CATALOG", str(HERE / "catalog")))
 
 page = FastAPI(title="Bayes' Beats page and catalog", openapi_url=None, docs_url=None, redoc_url=None)
@@ -94,6 +108,75 @@ def _load_generator(bento_model):
     return model.unwrap_python_model().generator, version
 
 
+GENERATOR_LIMITS = (
+    "min_seconds",
+    "max_seconds",
+    "max_prompt_chars",
+    "max_variations",
+    "max_temperature",
+    "min_bpm",
+    "max_bpm",
+)
+
+
+def _defer_sigterm_until_api_gone(service_name: str) -> None:
+    """In a renderer worker: hold uvicorn's SIGTERM until no API worker is left.
+
+    BentoML's arbiter (circus) SIGTERMs all workers at once; uvicorn would close the renderer's socket
+    while the API still has requests on their way to it (they would fail). Instead the renderer keeps
+    serving, and passes SIGTERM on to uvicorn (which then drains its own connections) once the sibling
+    workers of other services (the API) have exited, i.e. have answered all they had, or after
+    DRAIN_TIMEOUT_S. SIGINT (Ctrl+C) is left alone."""
+    import signal
+    import threading
+
+    import psutil
+
+    uvicorn_exit = signal.getsignal(signal.SIGTERM)
+    if not callable(uvicorn_exit) or threading.current_thread() is not threading.main_thread():
+        return
+    me = psutil.Process()
+
+    def api_workers() -> list[psutil.Process]:
+        try:
+            parent = me.parent()
+            siblings = parent.children() if parent is not None and parent.pid != 1 else []
+        except psutil.Error:
+            return []
+        found = []
+        for proc in siblings:
+            try:
+                cmd = proc.cmdline()
+            except psutil.Error:
+                continue
+            if "--service-name" in cmd[:-1] and cmd[cmd.index("--service-name") + 1] != service_name:
+                found.append(proc)
+        return found
+
+    def alive(proc: psutil.Process) -> bool:
+        try:
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def stop_when_the_api_is_gone() -> None:
+        started, waiting_for = time.monotonic(), api_workers()
+        log.info("SIGTERM: serving until %d API worker(s) have exited", len(waiting_for))
+        while (waiting_for := [p for p in waiting_for if alive(p)]) and time.monotonic() < started + DRAIN_TIMEOUT_S:
+            time.sleep(0.1)
+        log.info("the API is gone after %.1f s (%d left): stopping", time.monotonic() - started, len(waiting_for))
+        uvicorn_exit(signal.SIGTERM, None)  # type: ignore[operator]
+
+    draining = threading.Event()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if not draining.is_set():  # a second SIGTERM (e.g. to the whole process group) changes nothing
+            draining.set()
+            threading.Thread(target=stop_when_the_api_is_gone, name="drain", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 @bentoml.service(
     name="renderer",
     resources={"gpu": 1} if GPU else {"cpu": "2"},
@@ -108,10 +191,15 @@ class Renderer:
     def __is_ready__(self) -> bool:
         return self.generator is not None
 
+    @bentoml.on_startup
+    def _stop_after_the_api(self) -> None:
+        _defer_sigterm_until_api_gone("renderer")
+
     @bentoml.api
     def limits(self) -> dict:
+        """The generator's limits (the profile's ModelParams), which the API checks requests against."""
         p = self.generator.params
-        return {"profile": p.profile, "min_seconds": p.min_seconds, "max_seconds": p.max_seconds}
+        return {"profile": p.profile} | p.model_dump(include=set(GENERATOR_LIMITS))
 
     # max_latency_ms bounds queueing + a batch (a 10-s clip takes ~0.4 s alone); past it BentoML answers 503
     @bentoml.api(batchable=MAX_BATCH > 1, max_batch_size=max(MAX_BATCH, 2), max_latency_ms=60_000)
@@ -146,7 +234,15 @@ class Renderer:
         return out  # type: ignore[return-value]
 
 
-@bentoml.service(name="bayes-beats", traffic={"timeout": 300, "max_concurrency": 64})
+# BentoML's own probe of the renderer (runner_probe) is off: when it timed out it raised (BentoML 1.4.40
+# catches aiohttp's ServerTimeoutError, not the TimeoutError a total timeout raises), and its /readyz task
+# then sat in BentoML's TimeoutMiddleware for the whole traffic timeout, holding up graceful shutdown
+# (uvicorn waits for every task). `__is_ready__` asks the renderer instead and never raises.
+@bentoml.service(
+    name="bayes-beats",
+    traffic={"timeout": 300, "max_concurrency": 64},
+    runner_probe={"enabled": False, "timeout": 1, "period": 10},
+)
 @bentoml.asgi_app(page, path="/")
 class BayesBeats:
     renderer = bentoml.depends(Renderer)
@@ -157,6 +253,16 @@ class BayesBeats:
         clap_dir = CLAP_DIR if CLAP_DIR is not None else self.clap_model.path
         self.request_log = RequestLog(REQUEST_LOG, clap_dir) if REQUEST_LOG != "off" else None
 
+    async def __is_ready__(self) -> bool:
+        """Ready when the renderer is: its /readyz within 3 s (the cluster's readiness probe waits 5)."""
+        is_ready = getattr(self.renderer, "is_ready", None)
+        if is_ready is None:  # a renderer in this process, not served apart: it is there
+            return True
+        try:
+            return bool(await is_ready(3))
+        except Exception:  # a slow or absent renderer means "not ready", never a stuck probe
+            return False
+
     @bentoml.on_shutdown
     def _flush_request_log(self) -> None:
         if self.request_log is not None:
@@ -165,9 +271,8 @@ class BayesBeats:
     async def _render(self, request: RenderRequest, endpoint: str, vibe: Vibe | None = None) -> Rendered:
         if self._limits is None:
             self._limits = await self.renderer.to_async.limits()
-        low, high = self._limits["min_seconds"], self._limits["max_seconds"]
-        if not low <= request.duration_s <= high:
-            raise InvalidArgument(f"duration_s must be within [{low}, {high}] on the {self._limits['profile']} profile")
+        if problem := request.beyond(self._limits):  # the profile's generator limits, within the API's
+            raise InvalidArgument(problem)
         started = time.perf_counter()
         for attempt in range(3):
             try:
@@ -203,28 +308,20 @@ class BayesBeats:
         return rendered
 
     @bentoml.api
-    async def generate(
-        self,
-        prompt: Annotated[str, Field(min_length=1, max_length=500)],
-        duration_s: Annotated[float, Field(ge=1.0, le=30.0)] = 10.0,
-        seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
-        num_variations: Annotated[int, Field(ge=1, le=4)] = 1,
-        temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0,
-        bpm: Annotated[float | None, Field(ge=40, le=220)] = None,
-        keyscale: Annotated[str | None, Field(pattern=KEYSCALE_PATTERN)] = None,
-    ) -> Annotated[bytes, ContentType("audio/wav")]:
+    async def generate(self, request: RenderRequest, /) -> Annotated[bytes, ContentType("audio/wav")]:
         """audio/wav for one variation; JSON with base64 WAVs, bpm and key per variation for several."""
-        request = _request(prompt, duration_s, seed, num_variations, temperature, bpm, keyscale)
+        # a root input: the JSON body is a RenderRequest, the one declaration of the fields, their limits
+        # and the OpenAPI schema; BentoML validates it (a 400 naming the field) before this runs
         rendered = await self._render(request, "generate")
-        if num_variations > 1:
+        if request.num_variations > 1:
             return JSONResponse(variations_json(rendered, prompt=request.prompt))  # type: ignore[return-value]
         headers = {"X-Bpm": str(rendered.bpm[0]), "X-Keyscale": rendered.keyscale[0]}
         return Response(base64.b64decode(rendered.wavs[0]), media_type="audio/wav", headers=headers)  # type: ignore[return-value]
 
     @bentoml.api
-    def vibe(self, image: Annotated[Path, ContentType("image/*")]) -> dict:
+    async def vibe(self, image: Annotated[Path, ContentType("image/*")]) -> dict:
         """An image → its vibe: caption, valence, arousal and the visual cues behind them."""
-        return _vibe(image).to_dict()
+        return (await _vibe(image)).to_dict()
 
     @bentoml.api
     async def generate_from_image(
@@ -236,7 +333,14 @@ class BayesBeats:
         temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0,
     ) -> dict:
         """Image → vibe → music in one call; `caption` (e.g. a catalog caption) is added to the prompt."""
-        vibe = _vibe(image)
+        from pydantic import ValidationError
+
+        if caption.strip():  # the prompt's rules (no invisible characters …), named as the caption's, before decoding
+            try:
+                RenderRequest(prompt=caption)
+            except ValidationError as err:
+                raise InvalidArgument("caption: " + "; ".join(e["msg"] for e in err.errors())) from None
+        vibe = await _vibe(image)  # decoded in a worker thread: the event loop keeps serving
         prompt = f"{vibe.caption}. {caption.strip()}"[:500] if caption.strip() else vibe.caption
         rendered = await self._render(_request(prompt, duration_s, seed, 1, temperature, None, None), "image", vibe)
         return variations_json(rendered, vibe=vibe.to_dict(), prompt=prompt)
@@ -263,12 +367,12 @@ def _request(prompt, duration_s, seed, num_variations, temperature, bpm, keyscal
         raise InvalidArgument(problems) from None
 
 
-def _vibe(image: Path):
+async def _vibe(image: Path) -> Vibe:
+    """BentoML's temp file for the upload (GuardMiddleware capped the body and let only a real file upload
+    through as `image`) → its vibe, decoded off the event loop; a bad image is a 400 naming the field."""
     try:
-        with open(image, "rb") as handle:  # BentoML's own temp file for the upload
-            data = handle.read()  # GuardMiddleware already capped the request body
-        return vibe_from_bytes(data)
+        return await vibe_of_file(image)
     except ImageError as err:
-        raise InvalidArgument(str(err)) from None
+        raise InvalidArgument(f"image: {err}") from None
     except FileNotFoundError:
-        raise NotFound("upload missing") from None
+        raise NotFound("image: upload missing") from None

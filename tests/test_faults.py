@@ -153,43 +153,80 @@ def test_sampling_from_a_bucket_survives_5xx_and_stalls(bucket, gcs_emulator, wo
 # ---- the service: SIGTERM with requests in flight, and a long load
 
 
-def generate_concurrently(url: str, n: int, seconds: float) -> list[int]:
+def generate_concurrently(url: str, n: int, seconds: float, images: int = 0) -> list[int]:
+    """`n` text requests to /generate and `images` big PNGs to /generate_from_image, all at once."""
+    photo = big_png() if images else b""
+
     async def one(http: httpx.AsyncClient, i: int) -> int:
+        if i >= n:  # the API decodes the image (two at a time) before it calls the renderer
+            files = {"image": ("big.png", photo, "image/png")}
+            r = await http.post(f"{url}/generate_from_image", files=files, data={"duration_s": "2"}, timeout=120)
+            return r.status_code
         body = {"prompt": f"storm over the sea {i}", "duration_s": seconds, "seed": i}
         return (await http.post(f"{url}/generate", json=body, timeout=120)).status_code
 
     async def all_of_them() -> list[int]:
         async with httpx.AsyncClient() as http:
-            return await asyncio.gather(*(one(http, i) for i in range(n)))
+            return await asyncio.gather(*(one(http, i) for i in range(n + images)))
 
     return asyncio.run(all_of_them())
 
 
+def big_png() -> bytes:
+    """A 4800 × 3300 PNG (≈ 16 megapixels, fully decoded by the API: a fraction of a second each), 2 MB."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:3300, 0:4800]
+    rgb = np.stack([x * 255 // 4800, y * 255 // 3300, (x + y) * 255 // 8100], axis=-1).astype(np.uint8)
+    rgb[::7, ::5] ^= 17
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 @pytest.mark.serving
 def test_sigterm_lets_in_flight_requests_finish(registry, tmp_path):
+    """SIGTERM (what Kubernetes and `podman stop` send to PID 1) the moment the API holds ten requests, none
+    answered: six /generate (a fresh API first asks the renderer for its limits, then renders) and four
+    /generate_from_image whose big images the API is still decoding, two at a time, so their calls to the
+    renderer come after the SIGTERM. The API stops accepting and drains, the renderer serves until the API
+    is gone: all ten get their audio, and the server exits cleanly."""
+    texts, images = 6, 4
     env = {"MLFLOW_TRACKING_URI": registry[1], "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion"}
     proc, url, log = start_service(tmp_path, env)
-    assert generate_concurrently(url, 1, 1.0) == [200]  # warm: the API has the renderer's limits
     results: list[int] = []
-    worker = threading.Thread(target=lambda: results.extend(generate_concurrently(url, 6, 10.0)))
+    worker = threading.Thread(target=lambda: results.extend(generate_concurrently(url, texts, 10.0, images)))
     worker.start()
-    deadline = time.monotonic() + 30  # wait until the API has them, then a second for them to reach the renderer
-    while time.monotonic() < deadline and not _in_progress(url):
-        time.sleep(0.05)
-    time.sleep(1.0)
-    assert _in_progress(url) and worker.is_alive() and not results  # in flight, none answered yet
-    proc.send_signal(signal.SIGTERM)  # what Kubernetes and `podman stop` send to PID 1
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        _in_progress(url, "/generate") < texts or _in_progress(url, "/generate_from_image") < images
+    ):
+        time.sleep(0.02)
+    at_renderer = _in_progress(url, "/render")
+    assert _in_progress(url, "/generate") + _in_progress(url, "/generate_from_image") == texts + images
+    assert not results and at_renderer < texts + images  # all at the API, some not yet at the renderer
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
     worker.join(120)
+    answered = time.monotonic() - sent
     try:
         code = proc.wait(60)
     finally:
         stop_service(proc, log, grace=5)
-    assert results == [200] * 6, results
+    print(
+        f"SIGTERM with {texts + images} requests at the API, {at_renderer:.0f} of them at the renderer: "
+        f"all answered after {answered:.1f} s, exit after {time.monotonic() - sent:.1f} s"
+    )
+    assert results == [200] * (texts + images), results
     assert code == 0
 
 
-def _in_progress(url: str) -> float:
-    """/generate requests the API is handling now (BentoML's Prometheus gauge)."""
+def _in_progress(url: str, endpoint: str) -> float:
+    """Requests to `endpoint` (/generate: the API's, /render: the renderer's) being handled now, from
+    BentoML's Prometheus gauge (the API's /metrics aggregates every worker's)."""
     try:
         text = httpx.get(f"{url}/metrics", timeout=2).text
     except httpx.HTTPError:
@@ -197,7 +234,7 @@ def _in_progress(url: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("bentoml_service_request_in_progress") and 'endpoint="/generate"' in line
+        if line.startswith("bentoml_service_request_in_progress") and f'endpoint="{endpoint}"' in line
     )
 
 

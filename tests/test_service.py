@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 from conftest import BIN, REPO, start_service, stop_service
 from PIL import Image
 
@@ -109,6 +110,9 @@ def test_each_generation_is_logged_with_what_the_audio_measures(served):
     assert text["duration_s"] == 3 and 40 < text["bpm"] < 240 and text["mode"] in ("major", "minor")
     assert text["latency_s"] > 0 and -1 <= text["clap_local"] <= 1 and "champion" in text["model_version"]
     assert np.isnan(text["valence"]) and image["valence"] == pytest.approx(r.json()["vibe"]["valence"], abs=1e-6)
+    # the log's own counts on /metrics: rows written, none dropped or failed
+    assert wait_for_metric(url, LOG_ROWS, outcome="recorded", at_least=2) >= 2
+    assert metric(url, LOG_ROWS, outcome="dropped") == metric(url, LOG_ROWS, outcome="failed") == 0
 
 
 def test_catalog_lists_serves_and_refuses_unknown_ids(service):
@@ -164,6 +168,61 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(service, case)
     assert error.get("error"), (case, body)
     ok = httpx.post(f"{service}/vibe", files={"image": ("x.jpg", jpeg(), "image/jpeg")})
     assert ok.status_code == 200
+
+
+def test_request_limits_are_declared_once_and_sit_within_the_generators():
+    """RenderRequest holds the API's limits; the generator's are the profile's params (ModelParams), wider,
+    and a request beyond a narrower profile's is refused naming the field, by the API and the generator."""
+    from types import SimpleNamespace
+
+    from bayes_beats.api.schemas import RenderRequest
+    from bayes_beats.core.config import ModelParams
+    from bayes_beats.model.generate import Generator
+
+    api, model = RenderRequest.model_json_schema()["properties"], ModelParams()
+    bpm = next(s for s in api["bpm"]["anyOf"] if s.get("type") == "number")
+    assert model.min_seconds <= api["duration_s"]["minimum"] and api["duration_s"]["maximum"] <= model.max_seconds
+    assert api["num_variations"]["maximum"] <= model.max_variations
+    assert api["temperature"]["maximum"] <= model.max_temperature
+    assert model.min_bpm <= bpm["minimum"] and bpm["maximum"] <= model.max_bpm
+    assert api["prompt"]["maxLength"] <= model.max_prompt_chars
+
+    narrow = ModelParams(profile="acestep15", min_seconds=5, max_seconds=20, max_variations=2, max_temperature=1.5)
+    narrow = narrow.model_copy(update={"min_bpm": 60, "max_bpm": 180, "max_prompt_chars": 100})
+    limits = {"profile": narrow.profile} | narrow.model_dump()
+    generator = Generator(SimpleNamespace(sample_rate=22050), narrow)  # type: ignore[arg-type]
+    assert RenderRequest(prompt="calm", duration_s=10).beyond(limits) is None
+    for field, value in {
+        "duration_s": 25,
+        "num_variations": 3,
+        "temperature": 1.8,
+        "bpm": 200,
+        "prompt": "x" * 200,
+    }.items():
+        request = RenderRequest.model_validate({"prompt": "calm", field: value})
+        problem = request.beyond(limits)
+        assert problem and problem.startswith(f"{field}:") and "acestep15" in problem, (field, problem)
+        args = [request.prompt], request.duration_s, request.num_variations, request.temperature, request.bpm, None
+        with pytest.raises(ValueError, match="prompt longer" if field == "prompt" else field):
+            generator._validate(*args)
+
+
+def test_openapi_shows_the_one_request_model(service):
+    """POST /generate takes a RenderRequest as its JSON body: the same fields and bounds in the OpenAPI."""
+    from bayes_beats.api.schemas import RenderRequest
+
+    spec = httpx.get(f"{service}/docs.json").json()
+    schema = spec["paths"]["/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    expected = RenderRequest.model_json_schema()["properties"]
+    assert set(schema["properties"]) == set(expected) and schema["required"] == ["prompt"]
+
+    def bounds(field: dict) -> dict:  # of the field, or of its non-null variant (BentoML flattens `anyOf`)
+        keys = ("minimum", "maximum", "minLength", "maxLength", "pattern")
+        return {k: v[k] for v in field.get("anyOf", [field]) for k in keys if k in v}
+
+    assert {n: bounds(f) for n, f in schema["properties"].items()} == {n: bounds(f) for n, f in expected.items()}
 
 
 def test_concurrent_requests_are_batched_and_counted_in_metrics(service):
@@ -279,6 +338,17 @@ def test_package_builds_a_bento_that_serves_the_champion_behind_an_api_key(regis
     assert done.returncode == 0, done.stderr[-2000:]
     built = json.loads((project / "metrics" / "package.json").read_text())
     assert built["bento"].startswith("bayes-beats:") and built["registry_version"] >= 1
+    # the Bento records the exact tags it was built with, not `:latest`
+    name, version = built["bento"].split(":")
+    manifest = yaml.safe_load((tmp_path / "bentoml" / "bentos" / name / version / "bento.yaml").read_text())
+    assert manifest["args"] == {"model_tag": built["model"], "clap_tag": built["clap_model"]}
+    served = {m["tag"] for service in manifest["services"] for m in service["models"] or []}
+    assert served == {built["model"], built["clap_model"]}  # what `bentoml containerize` puts in the image
+    # ... so a newer `bayes-beats` in the store (here not even a loadable model) changes nothing it serves
+    newer = subprocess.run(
+        [str(BIN / "python"), "-c", NEWER_MODEL], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert newer[0] == newer[1] != built["model"]  # created, and now bayes-beats:latest
     # a request log that cannot be written (its directory is a file) costs rows, never requests
     (tmp_path / "a-file").write_text("")
     env = {"BAYES_BEATS_API_KEY": "k3y", "BAYES_BEATS_REQUEST_LOG": str(tmp_path / "a-file" / "requests.sqlite")}
@@ -288,9 +358,44 @@ def test_package_builds_a_bento_that_serves_the_champion_behind_an_api_key(regis
         assert httpx.post(f"{url}/generate", json=body).status_code == 401
         r = httpx.post(f"{url}/generate", json=body, headers={"X-API-Key": "k3y"}, timeout=60)
         assert r.status_code == 200 and r.content[:4] == b"RIFF"
+        r = httpx.post(f"{url}/generate", json=body | {"num_variations": 2}, headers={"X-API-Key": "k3y"}, timeout=60)
+        assert r.status_code == 200 and r.json()["model_version"] == f"v{built['registry_version']} ({built['model']})"
         assert httpx.get(f"{url}/readyz").status_code == 200  # probes stay open
+        # the lost rows are counted on /metrics (public, like the probes)
+        assert wait_for_metric(url, LOG_ROWS, outcome="failed", at_least=2) == 2
+        assert metric(url, LOG_ROWS, outcome="recorded") == metric(url, LOG_ROWS, outcome="dropped") == 0
     finally:
         assert stop_service(proc, log) == 0  # SIGTERM: a clean exit
+
+
+NEWER_MODEL = """
+import bentoml
+with bentoml.models.create("bayes-beats", labels={"note": "newer-than-the-bento"}) as model:
+    pass
+print(model.tag, bentoml.models.get("bayes-beats:latest").tag)
+"""
+LOG_ROWS = "bayes_beats_request_log_rows_total"
+
+
+def metric(url: str, name: str, **labels: str) -> float | None:
+    """A sample of the service's /metrics (summed over worker processes), None when absent."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+        if line.startswith(name + "{") and all(w in line for w in wanted)
+    ]
+    return sum(values) if values else None
+
+
+def wait_for_metric(url: str, name: str, at_least: float, timeout: float = 60, **labels: str) -> float | None:
+    deadline, value = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:  # the request log counts off the request path: poll
+        value = metric(url, name, **labels)
+        if value is not None and value >= at_least:
+            break
+        time.sleep(0.5)
+    return value
 
 
 def test_package_fails_in_one_line_without_a_champion(tmp_path):

@@ -1,6 +1,6 @@
 """`package` stage: the registry's champion → the BentoML model store → a Bento (service, page, catalog,
-the project wheel, pinned Python deps). Reads the alias at run time, so a champion moved in the MLflow UI
-is what the next `bayes-beats package` builds."""
+the project wheel, pinned Python deps, the exact model tags it serves). Reads the alias at run time, so a
+champion moved in the MLflow UI is what the next `bayes-beats package` builds."""
 
 from __future__ import annotations
 
@@ -71,7 +71,10 @@ def run(params: Params) -> None:
     )
     clap = import_clap(f"{pp.bento_model}-clap")
     wheel = build_wheel()
-    bento = bentoml.bentos.build_bentofile(str(SERVING / "bentofile.yaml"), build_ctx=str(SERVING))
+    # the exact tags, recorded in the Bento (bento.yaml `args`, serving/service.py reads them back): the Bento
+    # serves the model it was built with, whatever newer `bayes-beats` model the store gets later
+    pinned = {"model_tag": str(model.tag), "clap_tag": str(clap.tag)}
+    bento = bentoml.bentos.build_bentofile(str(SERVING / "bentofile.yaml"), build_ctx=str(SERVING), args=pinned)
     size_mb = sum(f.stat().st_size for f in Path(bento.path).rglob("*") if f.is_file()) / 1e6
     write_json(
         paths.PACKAGE_METRICS,

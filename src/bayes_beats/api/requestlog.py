@@ -5,7 +5,9 @@ score, latency, model version — in SQLite locally or Postgres/Cloud SQL in pro
 Off the request's critical path: `record()` only puts the request on a bounded queue and returns; a
 daemon thread measures the audio and writes the row. When the queue is full the row is dropped and
 counted, when the database is slow or broken the row is counted as failed: a request never waits for,
-nor fails because of, its log. `bayes-beats monitor` reads the table back (`read_requests`)."""
+nor fails because of, its log. The counts are the Prometheus counter `bayes_beats_request_log_rows_total`
+{outcome="recorded"|"dropped"|"failed"} on the service's /metrics. `bayes-beats monitor` reads the table
+back (`read_requests`)."""
 
 from __future__ import annotations
 
@@ -55,6 +57,30 @@ requests_table = sa.Table(
 )
 
 
+_ROWS: Any = None
+_ROWS_LOCK = threading.Lock()
+OUTCOMES = ("recorded", "dropped", "failed")
+
+
+def rows_counter() -> Any:
+    """The process's Prometheus counter of request-log rows by outcome. Created on first use, not at
+    import: under `bentoml serve` prometheus_client must see PROMETHEUS_MULTIPROC_DIR (set for the workers)
+    so that the counts land in the files BentoML's /metrics aggregates across worker processes."""
+    global _ROWS
+    with _ROWS_LOCK:
+        if _ROWS is None:
+            from prometheus_client import Counter
+
+            _ROWS = Counter(
+                "bayes_beats_request_log_rows",
+                "Request-log rows: recorded, dropped (queue full) or failed (database error), by outcome",
+                ["outcome"],
+            )
+            for outcome in OUTCOMES:
+                _ROWS.labels(outcome=outcome)  # every series from zero: a first failure shows as an increase
+    return _ROWS
+
+
 def database_url(location: str) -> str:
     """A SQLAlchemy URL as is, or a file path → a SQLite URL."""
     if "://" in location:
@@ -90,7 +116,8 @@ class RequestLog:
         self.url = database_url(location)
         self.clap_dir = clap_dir or None
         self.timeout_s = timeout_s
-        self.counts = {"recorded": 0, "dropped": 0, "failed": 0}
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+        self._rows = rows_counter()
         self._queue: queue.Queue[Generation | None] = queue.Queue(max_queue)
         self._engine: sa.Engine | None = None
         self._scorer: Any = None  # LocalClapScorer, loaded by the worker on first use
@@ -103,8 +130,12 @@ class RequestLog:
             self._queue.put_nowait(generation)
             return True
         except queue.Full:
-            self.counts["dropped"] += 1
+            self._count("dropped")
             return False
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] += 1
+        self._rows.labels(outcome=outcome).inc()
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Write what is queued (up to `timeout_s`), then stop the worker."""
@@ -131,9 +162,9 @@ class RequestLog:
                 row = self.measure(generation)
                 with self._connect().begin() as connection:
                     connection.execute(requests_table.insert(), [row])
-                self.counts["recorded"] += 1
+                self._count("recorded")
             except Exception as err:  # a log that cannot write must not take the service down
-                self.counts["failed"] += 1
+                self._count("failed")
                 if self.counts["failed"] in (1, 10, 100) or self.counts["failed"] % 1000 == 0:
                     log.warning("request log %s: %d rows failed, last: %s", self.url, self.counts["failed"], err)
 

@@ -4,33 +4,72 @@ Kept out of serving/service.py so that file stays a thin BentoML wrapper and thi
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bayes_beats.music.audio import wav_bytes
 from bayes_beats.music.theory import KEYSCALE_PATTERN
+
+# The API's request limits, declared once: RenderRequest is what POST /generate takes (its OpenAPI schema)
+# and what the renderer receives; the image endpoint reuses these types. They sit within the generator's
+# own limits (ModelParams, per profile), which the API checks too (`RenderRequest.beyond`).
+Prompt = Annotated[str, Field(min_length=1, max_length=500, description="the vibe, in words")]
+DurationS = Annotated[float, Field(ge=1.0, le=30.0, description="seconds of audio (the profile may narrow this)")]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+NumVariations = Annotated[int, Field(ge=1, le=4, description="variational samples of the same vibe")]
+Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="0 = the deterministic mean embedding")]
+Bpm = Annotated[float | None, Field(ge=40, le=220, description="fix the tempo instead of the planner's")]
+Keyscale = Annotated[str | None, Field(pattern=KEYSCALE_PATTERN, description='fix the key, e.g. "A minor"')]
 
 
 class RenderRequest(BaseModel):
     """One generation: what /generate takes and what the batching renderer receives."""
 
-    prompt: str = Field(min_length=1, max_length=500, description="the vibe, in words")
-    duration_s: float = Field(10.0, ge=1.0, le=30.0, description="seconds of audio (the profile may narrow this)")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    num_variations: int = Field(1, ge=1, le=4, description="variational samples of the same vibe")
-    temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = the deterministic mean embedding")
-    bpm: float | None = Field(None, ge=40, le=220)
-    keyscale: str | None = Field(None, pattern=KEYSCALE_PATTERN)
+    # BentoML serves a subclass of it: its 400 then reads "validation error for RenderRequest", detail per field
+    model_config = ConfigDict(title="RenderRequest")
+
+    prompt: Prompt
+    duration_s: DurationS = 10.0
+    seed: Seed = 0
+    num_variations: NumVariations = 1
+    temperature: Temperature = 1.0
+    bpm: Bpm = None
+    keyscale: Keyscale = None
 
     @field_validator("prompt")
     @classmethod
     def _not_blank(cls, prompt: str) -> str:
+        import unicodedata
+
         if not prompt.strip():
             raise ValueError("prompt is blank")
-        if any(ord(ch) < 32 and ch not in "\t\n" for ch in prompt):
-            raise ValueError("prompt contains control characters")
+        # what a reader cannot see must not steer the model or the request log: C0/C1 controls (U+0085 …),
+        # bidirectional overrides and isolates (U+202E …), zero-width and other format characters, lone
+        # surrogates, line/paragraph separators. Tab and newline stay; so do ZWNJ/ZWJ (scripts, emoji sequences).
+        for i, ch in enumerate(prompt):
+            category = unicodedata.category(ch)
+            if category in ("Cc", "Cf", "Cs", "Zl", "Zp") and ch not in "\t\n\u200c\u200d":
+                raise ValueError(f"prompt contains an invisible or control character, U+{ord(ch):04X} at position {i}")
         return prompt.strip()
+
+    def beyond(self, limits: Mapping[str, Any]) -> str | None:
+        """What the generator would refuse, naming the field, given its limits (ModelParams fields)."""
+        if len(self.prompt) > limits.get("max_prompt_chars", len(self.prompt)):
+            return f"prompt: longer than {limits['max_prompt_chars']} characters on the {limits.get('profile')} profile"
+        checks = [
+            ("duration_s", self.duration_s, limits.get("min_seconds"), limits.get("max_seconds")),
+            ("num_variations", self.num_variations, 1, limits.get("max_variations")),
+            ("temperature", self.temperature, 0, limits.get("max_temperature")),
+            ("bpm", self.bpm, limits.get("min_bpm"), limits.get("max_bpm")),
+        ]
+        for name, value, low, high in checks:
+            if value is None or low is None or high is None or low <= value <= high:
+                continue
+            return f"{name}: must be within [{low}, {high}] on the {limits.get('profile')} profile"
+        return None
 
     def group_key(self) -> tuple:
         """Requests with equal keys go through the pipeline as one batch (prompts and seeds may differ)."""

@@ -106,10 +106,22 @@ class ModelParams(Section):
     head_dim: int = Field(64, ge=8)
     num_inference_steps: int = Field(8, ge=1, le=200)
     shift: float = Field(3.0, gt=0)
+    # what the generator accepts (Generator._validate; the API's own limits are api/schemas.py's, within these)
     min_seconds: float = Field(1.0, gt=0)
     max_seconds: float = Field(30.0, gt=0)
     max_prompt_chars: int = Field(500, ge=1)
+    max_variations: int = Field(16, ge=1)  # per prompt, all in one pipeline batch
+    max_temperature: float = Field(5.0, ge=0)
+    min_bpm: float = Field(30.0, gt=0)
+    max_bpm: float = Field(300.0, gt=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ModelParams:
+        for low, high in (("min_seconds", "max_seconds"), ("min_bpm", "max_bpm")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"model.{low} ({getattr(self, low)}) is above model.{high} ({getattr(self, high)})")
+        return self
 
 
 class EncodeParams(Section):
@@ -186,7 +198,7 @@ class RegisterParams(Section):
 
 class PackageParams(Section):
     alias: str = "champion"  # the registry alias that gets packaged
-    bento_model: str = "bayes-beats"  # name in the BentoML model store (serving loads `<name>:latest`)
+    bento_model: str = "bayes-beats"  # name in the BentoML model store; the Bento pins the exact tag imported
 
 
 class MonitorParams(Section):
