@@ -212,7 +212,7 @@ class Renderer:
         sr = self.generator.sample_rate
         for indices in groups.values():
             first = requests[indices[0]]
-            audio = self.generator.generate(
+            audio, plans = self.generator.generate_with_plans(  # plans returned, not read from shared state
                 [requests[i].prompt for i in indices],
                 first.duration_s,
                 [requests[i].seed for i in indices],
@@ -221,7 +221,6 @@ class Renderer:
                 bpm=first.bpm,
                 keyscale=first.keyscale,
             )
-            plans = self.generator.last_plans
             for row, i in enumerate(indices):
                 v = first.num_variations
                 out[i] = Rendered(

@@ -425,8 +425,10 @@ def test_renderer_in_process_a_request_sounds_the_same_alone_or_batched(registry
     spec.loader.exec_module(module)
     renderer = module.Renderer.inner()
     calls = []
-    generate = renderer.generator.generate
-    monkeypatch.setattr(renderer.generator, "generate", lambda *a, **k: calls.append(a[0]) or generate(*a, **k))
+    generate = renderer.generator.generate_with_plans
+    monkeypatch.setattr(
+        renderer.generator, "generate_with_plans", lambda *a, **k: calls.append(a[0]) or generate(*a, **k)
+    )
 
     a = RenderRequest(prompt="calm lake at dawn", duration_s=2, seed=5)
     b = RenderRequest(prompt="neon city rush", duration_s=2, seed=9)
