@@ -8,17 +8,26 @@ has seen its vocabulary."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
+import os
+import weakref
 from dataclasses import asdict, dataclass
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from bayes_beats.music.moods import MOOD_VA, VIBE_WORDS, tempo_word
 
 MAX_BYTES = 10 * 1024 * 1024
+# JPEG decodes at up to 1/8 scale (draft), so a 40-megapixel photo costs ~1 MB of pixels; PNG and WebP decode at
+# full size (3-4 bytes a pixel, plus the RGB copy), so they get a lower cap: 16 MP, e.g. 4900 × 3265
 MAX_PIXELS = 40_000_000
+MAX_FULL_DECODE_PIXELS = 16_000_000
+DECODE_SLOTS = 2  # concurrent decodes per process (vibe_in_thread): bounds the memory a burst of uploads takes
 FORMATS = {"JPEG", "PNG", "WEBP"}
 # tags that describe a feeling (not a use like "corporate" or "trailer"): what a picture can convey
 FEELING_TAGS = [
@@ -70,28 +79,34 @@ class Vibe:
 
 
 def load_image(data: bytes) -> Image.Image:
-    """Bytes → RGB image, at most 512 px on the long side; ImageError for anything unusable."""
+    """Bytes → RGB image, at most 512 px on the long side; ImageError for anything unusable (never another error:
+    the bytes are a stranger's, and Pillow raises ValueError, SyntaxError, struct.error … on crafted files)."""
     if not data:
         raise ImageError("empty upload: send a JPEG, PNG or WebP image")
     if len(data) > MAX_BYTES:
         raise ImageError(f"image is {len(data) / 1e6:.1f} MB; the limit is {MAX_BYTES // (1024 * 1024)} MB")
     try:
-        image: Image.Image = Image.open(io.BytesIO(data))  # lazy: reads the header only
+        image: Image.Image = Image.open(io.BytesIO(data))  # lazy: reads the header (and PNG text chunks) only
     except Image.DecompressionBombError as err:
         raise ImageError(f"image has too many pixels (limit {MAX_PIXELS // 1_000_000} megapixels)") from err
-    except (UnidentifiedImageError, OSError) as err:
+    except UnidentifiedImageError as err:
         raise ImageError("not an image: send a JPEG, PNG or WebP file") from err
+    except Exception as err:  # e.g. a PNG text chunk that inflates past Pillow's limit: ValueError
+        raise ImageError(f"not a readable image: {str(err)[:200]}") from err
     if image.format not in FORMATS:
         raise ImageError(f"unsupported image format {image.format}: send JPEG, PNG or WebP")
     width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise ImageError(f"image has {width * height / 1e6:.0f} megapixels; the limit is {MAX_PIXELS // 1_000_000}")
+    limit = MAX_PIXELS if image.format == "JPEG" else MAX_FULL_DECODE_PIXELS
+    if width * height > limit:
+        raise ImageError(
+            f"image has {width * height / 1e6:.0f} megapixels; the limit is {limit // 1_000_000} for {image.format}"
+        )
     try:
         image.draft("RGB", (512, 512))  # JPEG decodes at a reduced scale: fast for big photos
         image = image.convert("RGB")
         image.thumbnail((512, 512))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(f"image is truncated or corrupt: {err}") from err
+    except Exception as err:  # OSError, SyntaxError, ValueError, DecompressionBombError, struct.error …
+        raise ImageError(f"image is truncated or corrupt: {str(err)[:200]}") from err
     return image
 
 
@@ -112,13 +127,14 @@ def cues(image: Image.Image) -> dict[str, float]:
     coloured = weight.sum() > 0.02 * weight.size  # a grey picture has no warmth either way
     warm = float((weight * ((deg < 70) | (deg > 330))).sum() / weight.sum()) if coloured else 0.5
     edges = np.asarray(grey.filter(ImageFilter.FIND_EDGES), dtype=np.float32) / 255.0
+    interior = edges[1:-1, 1:-1]  # the filter's border is meaningless; a 1- or 2-pixel-high image has none
     return {
         "brightness": round(float(val.mean()), 4),
         "saturation": round(float(sat.mean()), 4),
         "hue_deg": round(hue_deg, 1),
         "warmth": round(warm, 4),
         "contrast": round(float(luma.std()), 4),
-        "edges": round(float((edges[1:-1, 1:-1] > 0.15).mean()), 4),
+        "edges": round(float((interior > 0.15).mean()), 4) if interior.size else 0.0,
     }
 
 
@@ -156,6 +172,8 @@ def _level(x: float) -> str:
 
 def describe(image: Image.Image) -> Vibe:
     c = cues(image)
+    if not all(math.isfinite(v) for v in c.values()):  # never a caption built from NaN
+        raise ImageError("image statistics are undefined for this image")
     valence, arousal = valence_arousal(c)
     moods = nearest_moods(valence, arousal)
     vibe_word = VIBE_WORDS[(_level(valence), _level(arousal))][0]
@@ -167,3 +185,22 @@ def describe(image: Image.Image) -> Vibe:
 
 def vibe_from_bytes(data: bytes) -> Vibe:
     return describe(load_image(data))
+
+
+_decode_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+
+
+async def vibe_of_file(path: str | os.PathLike[str]) -> Vibe:
+    """The vibe of an uploaded file, read and decoded in a worker thread (Pillow releases the GIL while it
+    decodes): the event loop keeps answering probes and other requests. At most DECODE_SLOTS decodes run at
+    once per event loop; the others wait without holding a thread."""
+    loop = asyncio.get_running_loop()
+    if (slots := _decode_slots.get(loop)) is None:
+        slots = _decode_slots[loop] = anyio.CapacityLimiter(DECODE_SLOTS)
+    return await anyio.to_thread.run_sync(_vibe_of_file, path, limiter=slots)
+
+
+def _vibe_of_file(path: str | os.PathLike[str]) -> Vibe:
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_BYTES + 1)  # one byte over: load_image says it is too big
+    return vibe_from_bytes(data)
