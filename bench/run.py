@@ -150,6 +150,7 @@ def main() -> None:
     import control
     import model_bench
     import serve_bench
+    import vibe_follow
 
     here = machine()
     results = {
@@ -161,7 +162,8 @@ def main() -> None:
         "corpus_generation": bench_corpus(),
         "model": model_bench.main(),
         "serving": serve_bench.main(),
-        "control": control.main(),  # fixed bpm/keyscale → what lands in the audio (issue H's baseline)
+        "control": control.main(),  # fixed metas → what lands in the audio; the planner on free text
+        "vibe_follow": vibe_follow.main(),  # unseen scene captions, 3 seeds: does the audio follow the vibe
     }
     for name, entry in results.items():
         if name != "machine":

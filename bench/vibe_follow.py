@@ -25,7 +25,11 @@ def measure(model_dir: str, seeds: tuple[int, ...] = (0, 1, 2), seconds: float =
     return {"generations": len(feats), **vibe_metrics(valence, arousal, feats, plans)}
 
 
+def main(model_dirs: list[str] | None = None) -> dict:
+    return {m: measure(m) for m in model_dirs or ["models/base", "models/finetuned"]}
+
+
 if __name__ == "__main__":
-    results = {m: measure(m) for m in sys.argv[1:] or ["models/base", "models/finetuned"]}
+    results = main(sys.argv[1:])
     Path("bench/vibe_follow.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -204,7 +204,7 @@ class Renderer:
     # max_latency_ms bounds queueing + a batch (a 10-s clip takes ~0.4 s alone); past it BentoML answers 503
     @bentoml.api(batchable=MAX_BATCH > 1, max_batch_size=max(MAX_BATCH, 2), max_latency_ms=60_000)
     def render(self, requests: list[RenderRequest]) -> list[Rendered]:
-        """Requests that share duration/variations/temperature/bpm/key go through the pipeline together."""
+        """Requests that share duration/variations/temperature/bpm/key/energy go through the pipeline together."""
         out: list[Rendered | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, request in enumerate(requests):
@@ -220,14 +220,16 @@ class Renderer:
                 temperature=first.temperature,
                 bpm=first.bpm,
                 keyscale=first.keyscale,
+                energy=first.energy,
             )
             for row, i in enumerate(indices):
-                v = first.num_variations
+                mine = plans[row * first.num_variations : (row + 1) * first.num_variations]
                 out[i] = Rendered(
                     sample_rate=sr,
                     wavs=[encode_wav(a, sr) for a in audio[row]],
-                    bpm=[round(b, 1) for b, _ in plans[row * v : (row + 1) * v]],
-                    keyscale=[k for _, k in plans[row * v : (row + 1) * v]],
+                    bpm=[round(p["bpm"], 1) for p in mine],
+                    keyscale=[p["keyscale"] for p in mine],
+                    energy=[round(p["energy"], 3) for p in mine],
                     model_version=self.version,
                 )
         return out  # type: ignore[return-value]
@@ -308,13 +310,18 @@ class BayesBeats:
 
     @bentoml.api
     async def generate(self, request: RenderRequest, /) -> Annotated[bytes, ContentType("audio/wav")]:
-        """audio/wav for one variation; JSON with base64 WAVs, bpm and key per variation for several."""
+        """audio/wav for one variation (its plan in X-Bpm, X-Keyscale, X-Energy); JSON with base64 WAVs, bpm,
+        key and energy per variation for several."""
         # a root input: the JSON body is a RenderRequest, the one declaration of the fields, their limits
         # and the OpenAPI schema; BentoML validates it (a 400 naming the field) before this runs
         rendered = await self._render(request, "generate")
         if request.num_variations > 1:
             return JSONResponse(variations_json(rendered, prompt=request.prompt))  # type: ignore[return-value]
-        headers = {"X-Bpm": str(rendered.bpm[0]), "X-Keyscale": rendered.keyscale[0]}
+        headers = {
+            "X-Bpm": str(rendered.bpm[0]),
+            "X-Keyscale": rendered.keyscale[0],
+            "X-Energy": str(rendered.energy[0]),
+        }
         return Response(base64.b64decode(rendered.wavs[0]), media_type="audio/wav", headers=headers)  # type: ignore[return-value]
 
     @bentoml.api
@@ -341,14 +348,14 @@ class BayesBeats:
                 raise InvalidArgument("caption: " + "; ".join(e["msg"] for e in err.errors())) from None
         vibe = await _vibe(image)  # decoded in a worker thread: the event loop keeps serving
         prompt = f"{vibe.caption}. {caption.strip()}"[:500] if caption.strip() else vibe.caption
-        rendered = await self._render(_request(prompt, duration_s, seed, 1, temperature, None, None), "image", vibe)
+        rendered = await self._render(_request(prompt, duration_s, seed, 1, temperature), "image", vibe)
         return variations_json(rendered, vibe=vibe.to_dict(), prompt=prompt)
 
 
 BayesBeats.add_asgi_middleware(GuardMiddleware)
 
 
-def _request(prompt, duration_s, seed, num_variations, temperature, bpm, keyscale) -> RenderRequest:
+def _request(prompt, duration_s, seed, num_variations, temperature) -> RenderRequest:
     from pydantic import ValidationError
 
     try:
@@ -358,8 +365,6 @@ def _request(prompt, duration_s, seed, num_variations, temperature, bpm, keyscal
             seed=seed,
             num_variations=num_variations,
             temperature=temperature,
-            bpm=bpm,
-            keyscale=keyscale,
         )
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())

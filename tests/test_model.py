@@ -19,6 +19,7 @@ from bayes_beats.model.generate import Generator, ModelError
 from bayes_beats.model.pipeline import (
     SharedTimbreConditionEncoder,
     SketchGuidedTransformer,
+    VibePipeline,
     assemble,
     build_tiny_denoiser,
 )
@@ -72,12 +73,14 @@ def test_variational_layer_temperature(tiny_project):
     kwargs = dict(duration_s=2.0, seed=1, num_variations=3, output_type="latent")
     still = gen.generate(["sunset over the sea"], temperature=0.0, **kwargs)[0]
     assert len(still) == 3
-    mu_plans = set(gen.last_plans)
-    # temperature 0: the variational sample is the mean, so every variation gets the same plan
-    assert len({bpm for bpm, _ in mu_plans}) == 1
+    plans = gen.last_plans
+    # the planner reads the words, not the sample: every variation gets the vibe's tempo and energy
+    assert len({(p["bpm"], p["energy"]) for p in plans}) == 1
     varied = gen.generate(["sunset over the sea"], temperature=2.0, **kwargs)[0]
-    assert len({round(bpm, 3) for bpm, _ in gen.last_plans}) == 3
-    assert not np.allclose(varied[0], varied[1])
+    assert [p["bpm"] for p in gen.last_plans] == [p["bpm"] for p in plans]
+    # the same seeds: only the variational sample on the text tokens differs
+    assert not np.allclose(varied[0], still[0])
+    assert np.array_equal(still[0], gen.generate(["sunset over the sea"], temperature=0.0, **kwargs)[0][0])
 
 
 def test_generate_returns_audio_of_the_requested_length_in_one_batch(tiny_project):
@@ -99,6 +102,8 @@ def test_generate_returns_audio_of_the_requested_length_in_one_batch(tiny_projec
         (dict(temperature=-1), "temperature"),
         (dict(bpm=1000), "bpm"),
         (dict(keyscale="H dorian"), "keyscale"),
+        (dict(energy=1.5), "energy"),
+        (dict(energy=-0.1), "energy"),
     ],
 )
 def test_bad_generation_requests_get_clear_errors(tiny_project, bad, match):
@@ -140,7 +145,7 @@ def test_cache_holds_frozen_outputs_so_training_needs_no_frozen_model(tiny_proje
     assert cache["text_states"].shape[1] == len(encode.VARIANTS)
 
 
-def test_sketch_guidance_contrasts_the_sketch_with_its_chroma_dropped(tiny_project):
+def test_sketch_guidance_contrasts_the_sketch_with_the_sketch_dropped(tiny_project):
     root, _ = tiny_project
     gen = load_generator(root / "models/finetuned")
     assert gen.sketch_guidance == gen.card["params"]["finetune"]["sketch_guidance"]
@@ -170,10 +175,15 @@ def untrained(tmp_path_factory):
     pipe = assemble(codec, *build_tiny_denoiser(codec, MODEL))
     pipe.save_pretrained(root / "base", safe_serialization=True)
     torch.manual_seed(0)
-    head, planner = VariationalPromptHead(), VibePlanner()
-    with torch.no_grad():  # the heads start as the identity: shake them so the plan depends on the prompt
-        for p in [*head.parameters(), *planner.parameters()]:
+    head = VariationalPromptHead()
+    planner = VibePlanner(n_anchors=8, n_progressions=4, log_bpm=(4.6, 0.1, 0.3), energy=(0.0, 0.2, 1.0))
+    with torch.no_grad():  # the head starts as the identity: shake it; random anchors and progressions
+        for p in head.parameters():
             p.add_(0.05 * torch.randn_like(p))
+        planner.anchor_embeddings.normal_()
+        planner.anchor_va.uniform_(-1, 1)
+        planner.progressions.copy_(torch.where(torch.rand(4, 16, 12) < 0.25, 1.0, -1.0))
+        planner.progression_major.copy_(torch.tensor([True, True, False, False]))
     shutil.copytree(root / "base", root / "finetuned/base")
     head.save_pretrained(root / "finetuned/prompt_head")
     planner.save_pretrained(root / "finetuned/planner")
@@ -268,3 +278,18 @@ def test_shared_timbre_encoding_matches_diffusers_encoder(untrained):
     with torch.no_grad():
         for a, b in zip(shared(**inputs), plain(**inputs), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_a_bf16_pipeline_renders_finite_fp32_audio(untrained):
+    """On a GPU the pipeline runs in bf16: the codec's signal work (filterbank, Griffin-Lim) stays fp32.
+    (Seen on an H200: the bf16 cast made decode fail on `inverse @ bands`.) The same cast runs on CPU."""
+    root, _, _, _ = untrained
+    pipe = VibePipeline.from_pretrained(root / "finetuned/base", local_files_only=True, dtype=torch.bfloat16)
+    pipe.register_modules(
+        prompt_head=VariationalPromptHead.from_pretrained(root / "finetuned/prompt_head").to(torch.bfloat16),
+        planner=VibePlanner.from_pretrained(root / "finetuned/planner").to(torch.bfloat16),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    audio, plans = Generator(pipe, MODEL).generate_with_plans(["rain on a tin roof"], 2.0, seed=0, energy=0.7)
+    assert audio[0][0].dtype == np.float32 and np.isfinite(audio[0][0]).all() and np.abs(audio[0][0]).max() > 0
+    assert plans[0]["energy"] == 0.7

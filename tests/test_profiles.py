@@ -16,10 +16,12 @@ from diffusers import (
     AutoencoderOobleck,
     FlowMatchEulerDiscreteScheduler,
 )
+from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
 
 from bayes_beats import codec, encode, finetune, load_generator, pretrain
 from bayes_beats.model.pipeline import load_text_encoder
+from bayes_beats.model.sketch import SKETCH_CHANNELS
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +29,11 @@ def fake_acestep15(tmp_path_factory):
     root = tmp_path_factory.mktemp("acestep15") / "checkpoint"
     torch.manual_seed(0)
     vae = AutoencoderOobleck(
-        encoder_hidden_size=32,  # latent channels = encoder_hidden_size / 2
+        encoder_hidden_size=64,  # latent channels = encoder_hidden_size / 2 (64 in ACE-Step 1.5; the sketch takes 19)
         downsampling_ratios=[8, 8, 10],
         channel_multiples=[1, 2, 2],
         decoder_channels=4,
-        decoder_input_channels=16,
+        decoder_input_channels=32,
         audio_channels=2,
         sampling_rate=16000,
     )
@@ -52,15 +54,15 @@ def fake_acestep15(tmp_path_factory):
         num_attention_heads=2,
         num_key_value_heads=1,
         head_dim=32,
-        in_channels=48,
-        audio_acoustic_hidden_dim=16,
+        in_channels=96,
+        audio_acoustic_hidden_dim=32,
         is_turbo=True,
     )
     condition_encoder = AceStepConditionEncoder(
         hidden_size=64,
         intermediate_size=128,
         text_hidden_dim=32,
-        timbre_hidden_dim=16,
+        timbre_hidden_dim=32,
         num_lyric_encoder_hidden_layers=1,
         num_timbre_encoder_hidden_layers=1,
         num_attention_heads=2,
@@ -96,10 +98,22 @@ def test_acestep15_profile_runs_the_same_stages_on_a_real_format_checkpoint(tiny
             fake_acestep15.resolve()
         )
         assert (tmp_path / "models/finetuned/base.json").is_file()  # referenced, not copied
+        cache = load_file(tmp_path / "data/encoded/train.safetensors")
         gen = load_generator(tmp_path / "models/finetuned")
         audio = gen.generate(["a quiet snowy forest"], duration_s=2.0, seed=0, temperature=0.5)[0][0]
+        # the sketch's channels (beat grid, half bar, chords, energy) and the energy override, in its latents
+        fixed = dict(duration_s=2.0, seed=0, temperature=0.0, bpm=120, keyscale="D minor", output_type="latent")
+        calm, calm_plan = gen.generate_with_plans(["a quiet snowy forest"], energy=0.1, **fixed)
+        loud, loud_plan = gen.generate_with_plans(["a quiet snowy forest"], energy=0.9, **fixed)
     finally:
         os.chdir(cwd)
+    assert (
+        cache["chords"].shape[-1] == 12
+        and cache["origin"].le(0).all()
+        and ((cache["energy"] >= 0) & (cache["energy"] <= 1)).all()
+    )
+    assert gen.pipe.transformer.config.audio_acoustic_hidden_dim >= SKETCH_CHANNELS
+    assert (calm_plan[0]["energy"], loud_plan[0]["energy"]) == (0.1, 0.9) and not np.allclose(calm, loud)
     assert gen.sample_rate == 16000 and audio.shape[0] == 2  # the checkpoint's own rate and channels
     assert abs(audio.shape[1] / 16000 - 2.0) < 0.05 and np.isfinite(audio).all()
 

@@ -59,6 +59,7 @@ def test_generate_returns_a_wav_of_the_requested_length(service):
     audio, sr = sf.read(io.BytesIO(r.content))
     assert sr == 22050 and abs(len(audio) / sr - 3.0) < 0.1 and np.abs(audio).max() > 0.01
     assert 40 <= float(r.headers["x-bpm"]) <= 220 and r.headers["x-keyscale"].endswith(("major", "minor"))
+    assert 0 <= float(r.headers["x-energy"]) <= 1
     again = httpx.post(f"{service}/generate", json={"prompt": "a calm lake at dawn", "duration_s": 3, "seed": 1})
     assert again.content == r.content  # seeded: the same request gives the same audio
 
@@ -69,6 +70,11 @@ def test_variations_come_back_as_json_and_differ(service):
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     wavs = [base64.b64decode(v["wav_base64"]) for v in r.json()["variations"]]
     assert len(wavs) == 3 and len(set(wavs)) == 3
+    fixed = httpx.post(
+        f"{service}/generate", json=body | {"bpm": 128, "keyscale": "D minor", "energy": 0.2}, timeout=60
+    )
+    plans = [{k: v[k] for k in ("bpm", "keyscale", "energy")} for v in fixed.json()["variations"]]
+    assert plans == [{"bpm": 128.0, "keyscale": "D minor", "energy": 0.2}] * 3
 
 
 def test_vibe_and_generate_from_image(service):
@@ -152,6 +158,8 @@ BAD_REQUESTS = {
     "negative temperature": ("/generate", {"json": {"prompt": "calm", "temperature": -1}}),
     "bpm out of range": ("/generate", {"json": {"prompt": "calm", "bpm": 1000}}),
     "bad keyscale": ("/generate", {"json": {"prompt": "calm", "keyscale": "H major"}}),
+    "energy above 1": ("/generate", {"json": {"prompt": "calm", "energy": 1.5}}),
+    "energy not a number": ("/generate", {"json": {"prompt": "calm", "energy": "loud"}}),
     "malformed json": ("/generate", {"content": b'{"prompt": ', "headers": {"content-type": "application/json"}}),
     "wrong type": ("/generate", {"json": {"prompt": "calm", "seed": "many"}}),
     "oversized body": ("/vibe", {"files": {"image": ("x.jpg", b"\xff\xd8" + b"0" * (12 * 1024 * 1024), "image/jpeg")}}),
@@ -186,6 +194,8 @@ def test_request_limits_are_declared_once_and_sit_within_the_generators():
     assert api["temperature"]["maximum"] <= model.max_temperature
     assert model.min_bpm <= bpm["minimum"] and bpm["maximum"] <= model.max_bpm
     assert api["prompt"]["maxLength"] <= model.max_prompt_chars
+    energy = next(s for s in api["energy"]["anyOf"] if s.get("type") == "number")
+    assert (energy["minimum"], energy["maximum"]) == (0, 1)  # a percentile, as the generator takes it
 
     narrow = ModelParams(profile="acestep15", min_seconds=5, max_seconds=20, max_variations=2, max_temperature=1.5)
     narrow = narrow.model_copy(update={"min_bpm": 60, "max_bpm": 180, "max_prompt_chars": 100})
@@ -202,7 +212,8 @@ def test_request_limits_are_declared_once_and_sit_within_the_generators():
         request = RenderRequest.model_validate({"prompt": "calm", field: value})
         problem = request.beyond(limits)
         assert problem and problem.startswith(f"{field}:") and "acestep15" in problem, (field, problem)
-        args = [request.prompt], request.duration_s, request.num_variations, request.temperature, request.bpm, None
+        args = [request.prompt], request.duration_s, request.num_variations, request.temperature, request.bpm
+        args = (*args, request.keyscale, request.energy)
         with pytest.raises(ValueError, match="prompt longer" if field == "prompt" else field):
             generator._validate(*args)
 

@@ -95,8 +95,10 @@ def test_cached_training_batches_match_on_the_fly_encoding(tiny_project, monkeyp
     for step in range(3):
         a = make_batch(cached, params.pretrain, step, 0, frame_rate, (0,), False)
         b = make_batch(live, params.pretrain, step, 0, frame_rate, (0,), False)
-        for key in ("x0", "text_states", "embedding", "phase", "noise", "t"):
+        for key in ("x0", "text_states", "embedding", "origin", "energy", "noise", "t"):
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5)
+        beats = min(a["chords"].shape[1], b["chords"].shape[1])  # padded to the split's / the batch's longest
+        torch.testing.assert_close(a["chords"][:, :beats], b["chords"][:, :beats])
         with torch.no_grad():
             torch.testing.assert_close(denoiser(a)["loss"], denoiser(b)["loss"], rtol=1e-5, atol=1e-6)
 
@@ -121,3 +123,21 @@ def test_condition_dropout_draws_last_and_only_when_on(tiny_project, monkeypatch
         torch.testing.assert_close(plain[key], dropped[key])
     wide = make_batch(clips, on, 0, 0, 43.0, (1, 2, 3), True)
     assert 0 < wide["drop_sketch"].sum() < 64 and 0 < wide["drop_text"].sum() < 64
+
+
+def test_checkpoints_are_stale_when_anything_in_the_cache_changes(tiny_project, tmp_path):
+    """A resumed run must be the run its checkpoint came from: re-measured chords (same clips, same bpm)
+    once let `pretrain` resume a finished run made on other chords and train nothing."""
+    from safetensors.torch import save_file
+
+    root, _ = tiny_project
+    cache = load_file(root / "data/encoded/train.safetensors")
+    index = (root / "data/encoded/train.json").read_text()
+    changed = dict(cache, chords=cache["chords"].clone())
+    changed["chords"][0, 0] = -changed["chords"][0, 0]
+    for name, tensors in (("same", cache), ("changed", changed)):
+        save_file(tensors, tmp_path / f"{name}.safetensors")
+        (tmp_path / f"{name}.json").write_text(index)
+    original = CachedClips(root / "data/encoded/train.safetensors").fingerprint()
+    assert CachedClips(tmp_path / "same.safetensors").fingerprint() == original
+    assert CachedClips(tmp_path / "changed.safetensors").fingerprint() != original

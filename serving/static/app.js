@@ -109,7 +109,7 @@ async function render() {
       $("scene").textContent = source.caption || "";
       $("caption").textContent = v.caption;
       await play(base64ToBlob(first.wav_base64, "audio/wav"),
-        `valence ${v.valence.toFixed(2)} · arousal ${v.arousal.toFixed(2)} · ${first.bpm} BPM · ${first.keyscale} · seed ${seed}`);
+        `valence ${v.valence.toFixed(2)} · arousal ${v.arousal.toFixed(2)} · ${first.bpm} BPM · ${first.keyscale} · energy ${Math.round(first.energy * 100)} % · seed ${seed}`);
     }
   } catch (err) {
     showError(`Could not make music: ${err.message}`);

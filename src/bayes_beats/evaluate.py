@@ -26,6 +26,7 @@ from bayes_beats.model.scoring import clap_scores, load_scorer
 from bayes_beats.music.analysis import extract
 from bayes_beats.music.audio import write_wav
 from bayes_beats.music.moods import MOOD_VA
+from bayes_beats.music.theory import PITCH_CLASSES
 
 log = logging.getLogger(__name__)
 MODELS = {"base": paths.BASE, "finetuned": paths.FINETUNED}
@@ -61,7 +62,7 @@ def training_vocabulary() -> list[str]:
     return sorted({w for prompt in train["prompt"] for w in prompt_words(prompt)})
 
 
-def vibe_metrics(valence, arousal, feats: list[dict], plans: list[tuple[float, str]]) -> dict:
+def vibe_metrics(valence, arousal, feats: list[dict], plans: list[dict]) -> dict:
     """Does the generated audio follow the prompts' intended valence/arousal? End to end, and split into
     the planner (vibe → metas) and the renderer (metas → audio)."""
     valence, arousal = np.asarray(valence), np.asarray(arousal)
@@ -69,8 +70,8 @@ def vibe_metrics(valence, arousal, feats: list[dict], plans: list[tuple[float, s
     folded = np.where(bpm > 150, bpm / 2, np.where(bpm < 60, bpm * 2, bpm))
     major = np.array([f["mode"] == "major" for f in feats])
     clear = np.abs(valence) >= 0.5
-    planned_bpm = np.array([b for b, _ in plans])
-    planned_major = np.array([k.endswith("major") for _, k in plans])
+    planned_bpm = np.array([p["bpm"] for p in plans])
+    planned_major = np.array([p["keyscale"].endswith("major") for p in plans])
 
     def rho(a, b) -> float:
         return round(float(spearmanr(a, b).statistic), 3)
@@ -83,9 +84,112 @@ def vibe_metrics(valence, arousal, feats: list[dict], plans: list[tuple[float, s
         "rho_arousal_brightness": rho(arousal, [f["centroid_hz"] for f in feats]),
         "mode_accuracy_clear_valence": round(float((major[clear] == (valence[clear] > 0)).mean()), 3),
         "planner_rho_arousal_bpm": rho(arousal, planned_bpm),
+        "planner_rho_arousal_energy": rho(arousal, [p["energy"] for p in plans]),
         "planner_mode_accuracy_clear_valence": round(float((planned_major[clear] == (valence[clear] > 0)).mean()), 3),
         "renderer_tempo_within_8pct": round(float((np.abs(folded / planned_bpm - 1) < 0.08).mean()), 3),
         "renderer_mode_follows_plan": round(float((major == planned_major).mean()), 3),
+    }
+
+
+# Temperley (2007) key profiles, tonic first: the independent reader's, not the features module's (1999)
+READER_MAJOR = np.array([5.0, 2.0, 3.5, 2.0, 4.5, 4.0, 2.0, 4.5, 2.0, 3.5, 1.5, 4.0])
+READER_MINOR = np.array([5.0, 2.0, 3.5, 4.5, 2.0, 4.0, 2.0, 4.5, 3.5, 2.0, 1.5, 4.0])
+CONTROL_PROMPTS = ("a calm evening by the sea", "energetic city lights", "a dark stormy night", "a happy sunny morning")
+TEMPO_TOLERANCE = 0.03
+
+
+def read_key(audio: np.ndarray, sr: int) -> tuple[int, str]:
+    """Key as a listener's analysis would read it, independent of the features module: Temperley's
+    profiles on STFT chroma."""
+    import librosa
+
+    chroma = librosa.feature.chroma_stft(y=audio, sr=sr, n_fft=4096, hop_length=1024).mean(axis=1)
+    scores = [
+        (float(np.corrcoef(chroma, np.roll(profile, tonic))[0, 1]), tonic, mode)
+        for mode, profile in (("major", READER_MAJOR), ("minor", READER_MINOR))
+        for tonic in range(12)
+    ]
+    _, tonic, mode = max(scores)
+    return tonic, mode
+
+
+def read_tempo(audio: np.ndarray, sr: int) -> float:
+    """librosa's tempogram tempo with its default prior (the beat level a listener taps); nothing folds
+    the answer, so half or double time stays a miss."""
+    import librosa
+
+    onset = librosa.onset.onset_strength(y=audio, sr=sr, hop_length=512)
+    return float(librosa.feature.tempo(onset_envelope=onset, sr=sr, hop_length=512)[0])
+
+
+def control_score(audio: list[np.ndarray], sr: int, bpm: list[float], keys: list[str]) -> dict:
+    """Did the asked tempo and key land? Tempo within 3 %, mode, key (tonic and mode)."""
+    tempo = np.array([read_tempo(a, sr) for a in audio])
+    read = [read_key(a, sr) for a in audio]
+    asked = [(PITCH_CLASSES.index(k.split()[0]), k.split()[1]) for k in keys]
+    ratio = tempo / np.array(bpm)
+    return {
+        "clips": len(audio),
+        "tempo_within_3pct": round(float((np.abs(ratio - 1) <= TEMPO_TOLERANCE).mean()), 3),
+        "tempo_median_error_pct": round(float(np.median(np.abs(ratio - 1)) * 100), 1),
+        "tempo_half_or_double": round(float(((np.abs(ratio - 0.5) < 0.03) | (np.abs(ratio - 2) < 0.06)).mean()), 3),
+        "mode_accuracy": round(float(np.mean([r[1] == a[1] for r, a in zip(read, asked, strict=True)])), 3),
+        "key_accuracy": round(float(np.mean([r == a for r, a in zip(read, asked, strict=True)])), 3),
+    }
+
+
+def control_requests(n: int = 24) -> list[dict]:
+    """The fixed request set: every key once, tempi evenly over 64–144 BPM in a shuffled (seeded) order."""
+    keys = [f"{PITCH_CLASSES[t]} {m}" for m in ("major", "minor") for t in range(12)][:n]
+    tempi = np.random.default_rng(0).permutation(np.linspace(64, 144, n))
+    return [
+        {"prompt": CONTROL_PROMPTS[i % len(CONTROL_PROMPTS)], "bpm": round(float(b), 1), "keyscale": k, "seed": i}
+        for i, (b, k) in enumerate(zip(tempi, keys, strict=True))
+    ]
+
+
+def control_accuracy(gen, seconds: float = 10.0) -> dict:
+    """When the caller fixes bpm and keyscale (10-s clips, one request at a time, temperature 0)."""
+    asked, audio = control_requests(), []
+    for r in asked:
+        out, _ = gen.generate_with_plans(
+            [r["prompt"]], seconds, r["seed"], temperature=0.0, bpm=r["bpm"], keyscale=r["keyscale"]
+        )
+        audio.append(out[0][0][0])
+    return control_score(audio, gen.sample_rate, [r["bpm"] for r in asked], [r["keyscale"] for r in asked])
+
+
+def vibe_prompts() -> list[dict]:
+    """Free-text scene prompts with the valence/arousal a person gave them (never used to fit anything)."""
+    return json.loads(files("bayes_beats").joinpath("resources/vibe_prompts.json").read_text())
+
+
+def plan_reading(gen, prompts: list[dict] | None = None) -> dict | None:
+    """The planner on free text: its valence/arousal reading against the labels (Spearman), and how much
+    of the corpus's tempo range for the same moods its plans span (10th–90th percentiles; the corpus's
+    from the 10 clips nearest each prompt's label on the circumplex)."""
+    if gen.pipe.planner is None:
+        return None
+    prompts = prompts or vibe_prompts()
+    truth = np.array([[p["valence"], p["arousal"]] for p in prompts])
+    out = gen.pipe.planner(gen.pipe.embed([p["prompt"] for p in prompts]).to(gen.pipe.planner.dtype))
+    read = np.stack([out["valence"].numpy(), out["arousal"].numpy()], axis=1)
+    clips = datasets.load_from_disk(str(paths.DATASET))["train"].select_columns(["valence", "arousal", "bpm"])
+    clip_va = np.stack([np.array(clips["valence"]), np.array(clips["arousal"])], axis=1)
+    nearest = np.argsort(((truth[:, None, :] - clip_va[None]) ** 2).sum(-1), axis=1)[:, :10]
+    corpus = np.percentile(np.array(clips["bpm"], dtype=float)[nearest].ravel(), [10, 90])
+    planned = np.percentile(out["bpm"].numpy(), [10, 90])
+    overlap = max(0.0, min(corpus[1], planned[1]) - max(corpus[0], planned[0]))
+    return {
+        "prompts": len(prompts),
+        "rho_valence": round(float(spearmanr(read[:, 0], truth[:, 0]).statistic), 3),
+        "rho_arousal": round(float(spearmanr(read[:, 1], truth[:, 1]).statistic), 3),
+        "planned_bpm_p10": round(float(planned[0]), 1),
+        "planned_bpm_p90": round(float(planned[1]), 1),
+        "corpus_bpm_p10": round(float(corpus[0]), 1),
+        "corpus_bpm_p90": round(float(corpus[1]), 1),
+        "tempo_range_coverage": round(float(overlap / (corpus[1] - corpus[0])), 3),
+        "rho_arousal_planned_energy": round(float(spearmanr(out["energy"].numpy(), truth[:, 1]).statistic), 3),
     }
 
 
@@ -135,6 +239,8 @@ def evaluate_model(
             [p for p, s in zip(plans, scene, strict=True) if s],
         ),
         "mood_auc": mood_auc([f for f, s in zip(feats, scene, strict=True) if not s], list(prompts["tags"][~scene])),
+        "control": control_accuracy(gen),
+        "plan_reading": plan_reading(gen),
     }
     per_mood = [
         {"tag": t, "clap": float(c)}
@@ -148,8 +254,8 @@ def evaluate_model(
             "prompt": prompts["prompt"],
             "valence": prompts["valence"],
             "arousal": prompts["arousal"],
-            "planned_bpm": [b for b, _ in plans],
-            "planned_keyscale": [k for _, k in plans],
+            "planned_bpm": [p["bpm"] for p in plans],
+            "planned_keyscale": [p["keyscale"] for p in plans],
             **{c: [f[c] for f in feats] for c in ("bpm", "mode", "loudness_lufs", "centroid_hz", "onset_rate")},
             "clap_local": clap if scorer.name == "clap_local" else np.nan,
         }
@@ -191,9 +297,9 @@ def run(params: Params) -> None:
     with tracking.stage_run("evaluate", params):
         scorer = load_scorer(ep.backend, ep.clap_checkpoint, ep.laion_audio_model, ep.laion_text_model)
         prompts = eval_set(params)
-        results, per_mood, samples, generations = {}, [], {}, {}
+        results, per_mood, generations = {}, [], {}
         for name, model_dir in MODELS.items():
-            results[name], samples[name], moods, generations[name] = evaluate_model(model_dir, prompts, scorer, params)
+            results[name], _, moods, generations[name] = evaluate_model(model_dir, prompts, scorer, params)
             per_mood.append(moods.assign(model=name))
         scenes = [c["prompt"] for c in scene_captions()[: ep.diversity_prompts]]
         results["diversity"] = diversity(MODELS["finetuned"], scenes, scorer, params)
@@ -201,15 +307,11 @@ def run(params: Params) -> None:
         moods = pd.concat(per_mood).groupby(["tag", "model"], as_index=False)["clap"].mean()
         write_text(paths.EVAL_PER_MOOD, moods.to_csv(index=False))
         with atomic_dir(paths.EVAL_REPORTS) as tmp:
-            sr = 22050 if params.model.profile == "tiny" else 48000
-            for name, audio in samples.items():
-                for i in range(min(ep.samples, len(audio))):
-                    write_wav(tmp / f"{name}_{i}.wav", audio[-1 - i], sr)  # the last prompts: scene captions
-            (tmp / "prompts.json").write_text(json.dumps(list(prompts["prompt"])[-ep.samples :][::-1]))
+            listened = listening(tmp, params)  # {model: [audio per contrasting vibe]}
             generations["finetuned"].to_csv(tmp / "requests.csv", index=False)  # the monitor's reference
             (tmp / "vocabulary.txt").write_text("\n".join(training_vocabulary()) + "\n")
         with atomic_path(paths.EVAL_SPECTROGRAMS) as png:  # a DVC image plot: base row vs finetuned row
-            spectrogram_grid(samples, sr, png, ep.samples)
+            spectrogram_grid(listened, 22050 if params.model.profile == "tiny" else 48000, png)
         flat = tracking.flatten(results)
         mlflow.log_metrics({k: float(v) for k, v in flat.items() if v not in ("None", "nan")})
         mlflow.log_artifacts(str(paths.EVAL_REPORTS), artifact_path="eval")  # WAVs play in the MLflow UI
@@ -218,19 +320,46 @@ def run(params: Params) -> None:
     log.info("evaluate: %s", json.dumps(results))
 
 
-def spectrogram_grid(samples: dict[str, list], sr: int, png: Path, n: int) -> None:
+# contrasting vibes, one per quadrant of the circumplex: what a person listens to first (reports/eval)
+CONTRASTS = {
+    "tense": "a furious thunderstorm over a highway, fast and loud",
+    "sad": "a quiet misty lake at dawn, calm and sad",
+    "joyful": "a street carnival with drums, dancers and bright costumes",
+    "peaceful": "a cat asleep in a patch of warm sunlight by the window",
+}
+
+
+def listening(out_dir: Path, params: Params) -> dict[str, list[np.ndarray]]:
+    """WAVs of each contrasting vibe by each model (`{model}_{vibe}.wav`) with what was planned."""
+    from bayes_beats.model.generate import load_generator
+
+    ep, rendered, plans = params.evaluate, {}, {}
+    for name, model_dir in MODELS.items():
+        gen = load_generator(model_dir)
+        audio, plan = gen.generate_with_plans(list(CONTRASTS.values()), ep.seconds, seed=ep.seed, temperature=0.0)
+        rendered[name] = [a[0] for a in audio]
+        for (vibe, prompt), a, p in zip(CONTRASTS.items(), rendered[name], plan, strict=True):
+            write_wav(out_dir / f"{name}_{vibe}.wav", a, gen.sample_rate)
+            plans[f"{name}_{vibe}"] = {"prompt": prompt, **p}
+    (out_dir / "listening.json").write_text(json.dumps(plans, indent=2))
+    return rendered
+
+
+def spectrogram_grid(samples: dict[str, list], sr: int, png: Path) -> None:
+    """Mel spectrograms: a row per model, a column per contrasting vibe."""
     import librosa
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    n = len(CONTRASTS)
     fig, axes = plt.subplots(len(samples), n, figsize=(3 * n, 2.4 * len(samples)), squeeze=False)
     for row, (name, audio) in enumerate(samples.items()):
-        for col in range(n):
-            mel = librosa.power_to_db(librosa.feature.melspectrogram(y=audio[-1 - col][0], sr=sr, n_mels=64))
+        for col, vibe in enumerate(CONTRASTS):
+            mel = librosa.power_to_db(librosa.feature.melspectrogram(y=audio[col][0], sr=sr, n_mels=64))
             axes[row, col].imshow(mel, origin="lower", aspect="auto", cmap="magma")
-            axes[row, col].set_title(f"{name} #{col}", fontsize=8)
+            axes[row, col].set_title(f"{name}: {vibe}", fontsize=8)
             axes[row, col].axis("off")
     fig.tight_layout()
     fig.savefig(png, dpi=80, format="png")

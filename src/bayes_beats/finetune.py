@@ -2,7 +2,8 @@
 the vibe captions and measured metas → models/finetuned/ (base, LoRA adapter, heads, model_card.json).
 
 Frozen: text encoder and codec (their outputs are read from data/encoded), the condition encoder and
-the DiT's own weights. Trained: the LoRA matrices, the variational head, the planner."""
+the DiT's own weights. Trained: the LoRA matrices and the variational head. Fit (no gradient): the planner,
+from the same cache (model/vibe.py)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ CAPTION_DESIGN = (
     "piano and warm pad, steady rhythm', never a mood word; metas (bpm, key) and the per-frame sketch carry "
     "tempo and harmony. LoRA (finetune): vibe captions built from the mood tags and measured features "
     "('melancholic, sad, slow and dark-toned piano lo-fi hip hop in A minor at 68 BPM, lonely') and two "
-    "paraphrases without numbers; the planner learns vibe → tempo and mode from them."
+    "paraphrases without numbers. The planner reads free text against mood anchors, calibrated on these "
+    "captions, and plans tempo, mode and energy from regressions on the clips' measured metas."
 )
 
 
@@ -63,31 +65,18 @@ def run(params: Params) -> None:
         init_lora_weights=True,
     )
     transformer.add_adapter(lora_config)
-    cache, _ = load_cache(CACHE)
-    log_bpm = cache["bpm"].log()
-    text_dim = cache["embeddings"].shape[-1]
-    prompt_head = VariationalPromptHead(embed_dim=text_dim, prior_std=fp.prior_std)
-    planner = VibePlanner(
-        embed_dim=text_dim,
-        log_bpm_mean=float(log_bpm.mean()),
-        log_bpm_std=float(log_bpm.std()),
-        default_bpm=float(cache["bpm"].median()),
-    )
+    cache, index = load_cache(CACHE)
+    prompt_head = VariationalPromptHead(embed_dim=cache["embeddings"].shape[-1], prior_std=fp.prior_std)
+    planner = VibePlanner.fit(cache, index["keyscale"], params.sample.clip_seconds)
     del cache
     denoiser = Denoiser(
         transformer,
         condition_encoder,
         frame_rate_of(base),
         prompt_head,
-        planner,
         kl_weight=fp.kl_weight,
-        planner_weight=fp.planner_weight,
     )
-    trainable = (
-        [p for p in transformer.parameters() if p.requires_grad]
-        + list(prompt_head.parameters())
-        + list(planner.parameters())
-    )
+    trainable = [p for p in transformer.parameters() if p.requires_grad] + list(prompt_head.parameters())
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
     is_main = is_main_process()  # under DDP one process logs and writes the model
     with tracking.stage_run("finetune", params) if is_main else contextlib.nullcontext():
@@ -109,7 +98,6 @@ def save(params: Params, base: Path, transformer, lora_config, prompt_head, plan
         "final_loss": history[-1]["loss"],
         "final_flow": history[-1]["flow"],
         "final_kl": history[-1]["kl"],
-        "final_planner": history[-1]["planner"],
     }
     with atomic_dir(OUT_DIR) as tmp:
         if params.model.profile == "tiny":  # self-contained: the base travels with the adapter

@@ -52,9 +52,17 @@ def gate(client: MlflowClient, metrics: dict, promote: RegisterParams) -> tuple[
     )
 
 
+def _is_number(text: str) -> bool:
+    try:
+        return float(text) == float(text)  # NaN is not a figure to gate on
+    except ValueError:
+        return False
+
+
 def run(params: Params) -> None:
     evaluation = json.loads(paths.EVAL_METRICS.read_text())["finetuned"]
-    metrics = {k: float(v) for k, v in evaluation.items() if isinstance(v, int | float)}
+    # nested figures (control.key_accuracy, plan_reading.rho_arousal, ...) are metrics and tags too
+    metrics = {k: float(v) for k, v in tracking.flatten(evaluation).items() if _is_number(v)}
     with tracking.stage_run("register", params) as run:
         mlflow.log_metrics(metrics)
         info = mlflow.pyfunc.log_model(

@@ -23,6 +23,9 @@ NumVariations = Annotated[int, Field(ge=1, le=4, description="variational sample
 Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="0 = the deterministic mean embedding")]
 Bpm = Annotated[float | None, Field(ge=40, le=220, description="fix the tempo instead of the planner's")]
 Keyscale = Annotated[str | None, Field(pattern=KEYSCALE_PATTERN, description='fix the key, e.g. "A minor"')]
+Energy = Annotated[
+    float | None, Field(ge=0.0, le=1.0, description="fix the energy: a percentile of the corpus's (0 calm, 1 intense)")
+]
 
 
 class RenderRequest(BaseModel):
@@ -38,6 +41,7 @@ class RenderRequest(BaseModel):
     temperature: Temperature = 1.0
     bpm: Bpm = None
     keyscale: Keyscale = None
+    energy: Energy = None
 
     @field_validator("prompt")
     @classmethod
@@ -73,7 +77,7 @@ class RenderRequest(BaseModel):
 
     def group_key(self) -> tuple:
         """Requests with equal keys go through the pipeline as one batch (prompts and seeds may differ)."""
-        return (self.duration_s, self.num_variations, self.temperature, self.bpm, self.keyscale)
+        return (self.duration_s, self.num_variations, self.temperature, self.bpm, self.keyscale, self.energy)
 
 
 class Rendered(BaseModel):
@@ -81,6 +85,7 @@ class Rendered(BaseModel):
     wavs: list[str]  # base64 WAV per variation
     bpm: list[float]
     keyscale: list[str]
+    energy: list[float]
     model_version: str
 
 
@@ -93,8 +98,10 @@ def variations_json(rendered: Rendered, **extra: object) -> dict:
         "sample_rate": rendered.sample_rate,
         "model_version": rendered.model_version,
         "variations": [
-            {"wav_base64": wav, "bpm": bpm, "keyscale": key}
-            for wav, bpm, key in zip(rendered.wavs, rendered.bpm, rendered.keyscale, strict=True)
+            {"wav_base64": wav, "bpm": bpm, "keyscale": key, "energy": energy}
+            for wav, bpm, key, energy in zip(
+                rendered.wavs, rendered.bpm, rendered.keyscale, rendered.energy, strict=True
+            )
         ],
         **extra,
     }

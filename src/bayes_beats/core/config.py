@@ -145,7 +145,7 @@ class TrainParams(Section):
     gradient_checkpointing: bool = False
     log_every: int = Field(10, ge=1)
     seed: int = 0
-    # condition dropout: the sketch's chroma zeroed (what sketch guidance contrasts against) / the text replaced
+    # condition dropout: the whole sketch zeroed (what sketch guidance contrasts against) / the text replaced
     # by the condition encoder's null embedding, each per item with this probability
     sketch_dropout: float = Field(0.0, ge=0, lt=1)
     text_dropout: float = Field(0.0, ge=0, lt=1)
@@ -162,8 +162,7 @@ class FinetuneParams(TrainParams):
     target_modules: list[str] = ["to_q", "to_k", "to_v", "to_out.0"]
     kl_weight: float = Field(0.01, ge=0)
     prior_std: float = Field(0.5, gt=0)
-    planner_weight: float = Field(1.0, ge=0)
-    # inference: v = v(no chroma) + g * (v(sketch) - v(no chroma)); 1 = off. Recorded in the model card
+    # inference: v = v(no sketch) + g * (v(sketch) - v(no sketch)); 1 = off. Recorded in the model card
     sketch_guidance: float = Field(1.0, ge=1)
 
 
@@ -187,7 +186,6 @@ class EvaluateParams(Section):
     num_variations: int = Field(4, ge=2)
     temperature: float = Field(1.0, gt=0)
     diversity_prompts: int = Field(6, ge=1)
-    samples: int = Field(4, ge=1)
 
 
 class RegisterParams(Section):

@@ -72,13 +72,23 @@ EVAL_ROWS = (
     ("Spearman rho, arousal vs tempo", "rho_arousal_tempo"),
     ("Spearman rho, arousal vs energy", "rho_arousal_energy"),
     ("mode accuracy, clear valence", "mode_accuracy_clear_valence"),
+    ("fixed metas: tempo within 3 %", "control.tempo_within_3pct"),
+    ("fixed metas: key right", "control.key_accuracy"),
+    ("free text: tempo range covered", "plan_reading.tempo_range_coverage"),
 )
+
+
+def dotted(tree: dict, key: str):
+    """tree["a"]["b"] for "a.b"; None where any part is missing."""
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
 
 
 def evaluate(m: dict) -> list[str]:
     base, tuned = m.get("base", {}), m["finetuned"]
     lines = [f"{'':34}{'base':>8}{'fine-tuned':>12}"]
-    lines += [f"{label:34}{num(base.get(key)):>8}{num(tuned.get(key)):>12}" for label, key in EVAL_ROWS]
+    lines += [f"{label:34}{num(dotted(base, key)):>8}{num(dotted(tuned, key)):>12}" for label, key in EVAL_ROWS]
     if diversity := m.get("diversity"):
         lines.append(
             f"variational layer: diversity gain {num(diversity.get('diversity_gain'))}, "

@@ -63,26 +63,28 @@ class SpectrogramCodec(ModelMixin, ConfigMixin):
 
     def log_bands(self, audio: torch.Tensor) -> torch.Tensor:
         """[batch, samples] → un-normalised log band energies [batch, bands, frames]."""
-        spec = torch.stft(audio.float(), self.config.n_fft, self.hop_length, window=self.window, return_complex=True)
-        return torch.log(self.filterbank @ spec.abs() + 1e-5)
+        window = self.window.float()  # signal work stays in fp32 when the pipeline is cast to bf16
+        spec = torch.stft(audio.float(), self.config.n_fft, self.hop_length, window=window, return_complex=True)
+        return torch.log(self.filterbank.float() @ spec.abs() + 1e-5)
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """[batch, channels, samples] or [batch, samples] → latents [batch, bands, frames]."""
         if audio.dim() == 3:
             audio = audio.mean(dim=1)
-        return (self.log_bands(audio) - self.band_mean[:, None]) / self.band_std[:, None]
+        return (self.log_bands(audio) - self.band_mean.float()[:, None]) / self.band_std.float()[:, None]
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, return_dict: bool = True):
-        """[batch, bands, frames] → DecoderOutput(sample=[batch, 1, samples])."""
-        bands = torch.exp(latents.float() * self.band_std[:, None] + self.band_mean[:, None])
-        magnitude = (self.inverse @ bands).clamp(min=0)  # [batch, bins, frames]
+        """[batch, bands, frames] → DecoderOutput(sample=[batch, 1, samples]), in fp32 whatever the codec's
+        dtype (a bf16 pipeline on a GPU casts its buffers; Griffin-Lim needs fp32)."""
+        bands = torch.exp(latents.float() * self.band_std.float()[:, None] + self.band_mean.float()[:, None])
+        magnitude = (self.inverse.float() @ bands).clamp(min=0)  # [batch, bins, frames]
         audio = self.griffin_lim(magnitude)[:, None, :]
         return DecoderOutput(sample=audio) if return_dict else (audio,)
 
     def griffin_lim(self, magnitude: torch.Tensor, momentum: float = 0.99) -> torch.Tensor:
         """Fast Griffin-Lim (Perraudin et al. 2013), as librosa's, on torch.stft: ~3x librosa's speed here."""
-        n_fft, hop = self.config.n_fft, self.hop_length
+        n_fft, hop, window = self.config.n_fft, self.hop_length, self.window.float()
         length = (magnitude.shape[-1] - 1) * hop
         generator = torch.Generator(device="cpu").manual_seed(0)  # same phases every call: deterministic
         # one [freq, frames] draw shared by every item: an item's audio must not depend on its batch position
@@ -90,9 +92,9 @@ class SpectrogramCodec(ModelMixin, ConfigMixin):
         angles = torch.polar(torch.ones_like(magnitude), 2 * math.pi * phase)
         previous = torch.zeros_like(angles)
         for _ in range(self.config.griffin_lim_iters):
-            audio = torch.istft(magnitude * angles, n_fft, hop, window=self.window, length=length)
-            rebuilt = torch.stft(audio, n_fft, hop, window=self.window, return_complex=True)
+            audio = torch.istft(magnitude * angles, n_fft, hop, window=window, length=length)
+            rebuilt = torch.stft(audio, n_fft, hop, window=window, return_complex=True)
             angles = rebuilt - (momentum / (1 + momentum)) * previous
             angles = angles / (angles.abs() + 1e-16)
             previous = rebuilt
-        return torch.istft(magnitude * angles, n_fft, hop, window=self.window, length=length)
+        return torch.istft(magnitude * angles, n_fft, hop, window=window, length=length)

@@ -11,7 +11,10 @@ import torch
 
 from bayes_beats.core.config import ModelParams
 from bayes_beats.model.pipeline import Plan, VibePipeline
-from bayes_beats.music.theory import PITCH_CLASSES, parse_keyscale
+from bayes_beats.model.sketch import DEFAULT_DEGREES, chords_of, transpose
+from bayes_beats.music.theory import PITCH_CLASSES, metas_in_text, parse_keyscale
+
+DEFAULT_BPM = 100.0  # a base model's tempo when the caller names none (it has no planner)
 
 
 class ModelError(Exception):
@@ -39,7 +42,7 @@ def load_generator(model_dir: str | Path, device: str = "auto") -> Generator:
         raise ModelError(f"{model_dir} is not a model directory: no model_index.json, base/ or base.json")
     device, dtype = _pick_device(device)
     try:
-        pipe = VibePipeline.from_pretrained(base, local_files_only=True, torch_dtype=dtype)
+        pipe = VibePipeline.from_pretrained(base, local_files_only=True, dtype=dtype)
         if (model_dir / "lora").is_dir():
             pipe.load_lora_weights(model_dir / "lora")
         if (model_dir / "prompt_head").is_dir():
@@ -66,7 +69,7 @@ class Generator:
         self.sample_rate = pipe.sample_rate
         # the model's own guidance on the sketch (a fine-tune's card records it; a base has none: off)
         self.sketch_guidance = float(self.card.get("params", {}).get("finetune", {}).get("sketch_guidance", 1.0))
-        self.last_plans: list[tuple[float, str]] = []
+        self.last_plans: list[dict] = []
 
     def _validate(
         self,
@@ -76,6 +79,7 @@ class Generator:
         temperature: float,
         bpm: float | None,
         keyscale: str | None,
+        energy: float | None,
     ) -> None:
         if not prompts or not isinstance(prompts, list):
             raise ValueError("prompts must be a non-empty list of strings")
@@ -98,53 +102,62 @@ class Generator:
             raise ValueError(f"bpm must be within [{p.min_bpm}, {p.max_bpm}], got {bpm}")
         if keyscale is not None:
             parse_keyscale(keyscale)
+        if energy is not None and not 0 <= energy <= 1:
+            raise ValueError(f"energy must be within [0, 1] (a percentile of the corpus's energy), got {energy}")
 
     def plan(
         self,
         prompts: list[str],
         seeds: list[int],
         temperature: float,
-        bpm: float | None,
-        keyscale: str | None,
-    ) -> Plan:
-        """Metas per item: the planner's (on a variational sample) unless the caller fixed them."""
-        pipe, z = self.pipe, None
-        # the tonic carries no mood: drawn per (prompt, seed), so different prompts get different keys
-        rngs = [np.random.default_rng([s, zlib.crc32(p.encode())]) for s, p in zip(seeds, prompts, strict=True)]
-        if pipe.prompt_head is not None:
-            embedding = pipe.embed(prompts).to(pipe.prompt_head.dtype)
-            eps = torch.stack(
-                [torch.randn(embedding.shape[1], generator=torch.Generator().manual_seed(s)) for s in seeds]
-            )
-            z = pipe.prompt_head(embedding, eps, temperature)[0].detach()
-            planned = pipe.planner.decode(pipe.planner(z).float())
-        else:  # a base model has no planner: a neutral plan, mode by seed
-            default = 100.0
-            planned = [(default, bool(rng.random() < 0.5)) for rng in rngs]
-        bpms = [float(bpm) if bpm is not None else b for b, _ in planned]
-        keys = [
-            keyscale or f"{PITCH_CLASSES[int(rng.integers(12))]} {'major' if major else 'minor'}"
-            for rng, (_, major) in zip(rngs, planned, strict=True)
-        ]
-        return Plan(bpms, keys, z)
-
-    def generate(
-        self,
-        prompts: list[str],
-        duration_s: float,
-        seed: int | list[int],
-        num_variations: int = 1,
-        temperature: float = 1.0,
         bpm: float | None = None,
         keyscale: str | None = None,
-        output_type: str = "np",
+        energy: float | None = None,
+    ) -> Plan:
+        """Per item: the planner's metas, then what the prompt names outright ("in A minor at 120 BPM"),
+        then the caller's overrides, each replacing the one before. Key and progression are drawn per
+        (prompt, seed): the tonic carries no mood, so different prompts get different keys."""
+        pipe, z = self.pipe, None
+        rngs = [np.random.default_rng([s, zlib.crc32(p.encode())]) for s, p in zip(seeds, prompts, strict=True)]
+        if pipe.planner is not None:
+            embedding = pipe.embed(prompts)
+            if pipe.prompt_head is not None:  # the variational sample conditions the DiT's text tokens
+                eps = torch.stack(
+                    [torch.randn(embedding.shape[1], generator=torch.Generator().manual_seed(s)) for s in seeds]
+                )
+                z = pipe.prompt_head(embedding.to(pipe.prompt_head.dtype), eps, temperature)[0].detach()
+            planned = pipe.planner(embedding.to(pipe.planner.dtype))
+            bpms = planned["bpm"].tolist()
+            majors = (planned["p_major"] > 0.5).tolist()
+            energies = planned["energy"].tolist()
+        else:  # a base model has no planner: a neutral plan, mode by seed
+            bpms = [DEFAULT_BPM] * len(prompts)
+            majors = [bool(rng.random() < 0.5) for rng in rngs]
+            energies = [0.5] * len(prompts)
+        plan = Plan([], [], [], [], z)
+        for i, (prompt, rng) in enumerate(zip(prompts, rngs, strict=True)):
+            text_bpm, text_key = metas_in_text(prompt)
+            tonic = int(rng.integers(12))
+            key = keyscale or text_key or f"{PITCH_CLASSES[tonic]} {'major' if majors[i] else 'minor'}"
+            tonic, mode = parse_keyscale(key)
+            if pipe.planner is not None:
+                chords = transpose(pipe.planner.progression(mode == "major", rng), tonic)
+            else:
+                chords = chords_of(DEFAULT_DEGREES, tonic, mode)
+            tempo = bpm if bpm is not None else (text_bpm if text_bpm is not None else bpms[i])
+            plan.bpm.append(float(np.clip(tempo, self.params.min_bpm, self.params.max_bpm)))
+            plan.keyscale.append(key)
+            plan.energy.append(float(energy if energy is not None else energies[i]))
+            plan.chords.append(chords)
+        return plan
+
+    def generate(
+        self, prompts: list[str], duration_s: float, seed: int | list[int], **options
     ) -> list[list[np.ndarray]]:
-        """→ result[i][j]: prompt i, variation j, float32 [channels, samples] at `self.sample_rate`.
-        `last_plans` then holds what was rendered; callers that share a generator across threads use
-        `generate_with_plans`, which returns the plans with the audio instead."""
-        audio, self.last_plans = self.generate_with_plans(
-            prompts, duration_s, seed, num_variations, temperature, bpm, keyscale, output_type
-        )
+        """→ result[i][j]: prompt i, variation j, float32 [channels, samples] at `self.sample_rate`; options
+        as `generate_with_plans`. `last_plans` then holds what was rendered; callers that share a generator
+        across threads use `generate_with_plans`, which returns the plans with the audio instead."""
+        audio, self.last_plans = self.generate_with_plans(prompts, duration_s, seed, **options)
         return audio
 
     @torch.no_grad()
@@ -157,20 +170,22 @@ class Generator:
         temperature: float = 1.0,
         bpm: float | None = None,
         keyscale: str | None = None,
+        energy: float | None = None,
         output_type: str = "np",
-    ) -> tuple[list[list[np.ndarray]], list[tuple[float, str]]]:
+    ) -> tuple[list[list[np.ndarray]], list[dict]]:
         """→ (audio, plans): audio[i][j] is prompt i, variation j, float32 [channels, samples] at
-        `self.sample_rate`; plans[i * num_variations + j] is its (bpm, keyscale).
+        `self.sample_rate`; plans[i * num_variations + j] is its {bpm, keyscale, energy}. `bpm`, `keyscale`
+        and `energy` (a percentile of the corpus's, in [0, 1]) fix those metas for every item.
 
         All prompts and variations go through the pipeline as one batch; each item's randomness comes
         from (seed, variation) alone, so a request's audio does not depend on what it was batched with."""
-        self._validate(prompts, duration_s, num_variations, temperature, bpm, keyscale)
+        self._validate(prompts, duration_s, num_variations, temperature, bpm, keyscale, energy)
         per_prompt = seed if isinstance(seed, list) else [seed] * len(prompts)  # a list: one seed per prompt
         if len(per_prompt) != len(prompts):
             raise ValueError(f"got {len(per_prompt)} seeds for {len(prompts)} prompts")
         batch = [p for p in prompts for _ in range(num_variations)]
         seeds = [s * 1000 + j for s in per_prompt for j in range(num_variations)]
-        plan = self.plan(batch, seeds, temperature, bpm, keyscale)
+        plan = self.plan(batch, seeds, temperature, bpm, keyscale, energy)
         generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         out = self.pipe(
             prompt=batch,
@@ -186,4 +201,4 @@ class Generator:
         ).audios
         arrays = [a.float().cpu().numpy() for a in out]
         audio = [arrays[i * num_variations : (i + 1) * num_variations] for i in range(len(prompts))]
-        return audio, list(zip(plan.bpm, plan.keyscale, strict=True))
+        return audio, plan.metas()

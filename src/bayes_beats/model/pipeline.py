@@ -33,7 +33,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from bayes_beats.core import paths
 from bayes_beats.core.config import ModelParams
 from bayes_beats.model.codec import SpectrogramCodec
-from bayes_beats.model.sketch import CHROMA, SKETCH_CHANNELS, sketch
+from bayes_beats.model.sketch import SKETCH_CHANNELS, sketch
 
 INSTRUMENTAL = "[instrumental]"
 PACKAGE = __name__.split(".")[0]  # saved models name this package's components by it (see `register_modules`)
@@ -41,17 +41,27 @@ PACKAGE = __name__.split(".")[0]  # saved models name this package's components 
 
 @dataclass
 class Plan:
-    """What one pipeline call renders: metas per batch item and the variational sample (or None)."""
+    """What one pipeline call renders, per batch item: the metas (tempo, key, energy in [0, 1]) and the
+    chords the sketch plays ([beats, 12] of ±1, repeating), and the variational sample (or None)."""
 
     bpm: list[float]
     keyscale: list[str]
+    energy: list[float]
+    chords: list[torch.Tensor]
     z: torch.Tensor | None = None
+
+    def metas(self) -> list[dict]:
+        """What each item was asked to be: {bpm, keyscale, energy}."""
+        return [
+            {"bpm": round(b, 2), "keyscale": k, "energy": round(e, 3)}
+            for b, k, e in zip(self.bpm, self.keyscale, self.energy, strict=True)
+        ]
 
 
 class SketchGuidedTransformer(AceStepTransformer1DModel):
-    """The ACE-Step DiT with classifier-free guidance on the sketch's chroma, asked for per call through
+    """The ACE-Step DiT with classifier-free guidance on the sketch, asked for per call through
     `attention_kwargs={"sketch_guidance": scale}` (the pipeline passes its `attention_kwargs` to every DiT
-    call). With scale != 1 each call also runs with the chroma channels of the source latents zeroed (as
+    call). With scale != 1 each call also runs with the sketch channels of the source latents zeroed (as
     `sketch_dropout` trains) and returns v_u + scale * (v_sketch − v_u): the DiT sees a doubled batch.
     Same weights and config as the parent; without the key it is the parent."""
 
@@ -79,7 +89,7 @@ class SketchGuidedTransformer(AceStepTransformer1DModel):
                 return_dict,
             )
         dropped = context_latents.clone()
-        dropped[..., CHROMA] = 0.0
+        dropped[..., :SKETCH_CHANNELS] = 0.0
         out = super().forward(
             hidden_states=torch.cat([hidden_states, hidden_states]),
             timestep=torch.cat([timestep, timestep]),
@@ -303,13 +313,11 @@ class VibePipeline(AceStepPipeline):
         max_lyric_length=2048,
     ):
         prompts = [prompt] if isinstance(prompt, str) else prompt
-        plan = _CALL_PLAN.get() or Plan([bpm] * len(prompts), [keyscale] * len(prompts))
-        texts = [
-            self.format_prompt(p, b, k, audio_duration)
-            for p, b, k in zip(prompts, plan.bpm, plan.keyscale, strict=True)
-        ]
+        plan = _CALL_PLAN.get()
+        bpms, keyscales = (plan.bpm, plan.keyscale) if plan else ([bpm] * len(prompts), [keyscale] * len(prompts))
+        texts = [self.format_prompt(p, b, k, audio_duration) for p, b, k in zip(prompts, bpms, keyscales, strict=True)]
         states, mask = self.encode_text(texts, device)
-        if self.prompt_head is not None and plan.z is not None:
+        if self.prompt_head is not None and plan is not None and plan.z is not None:
             states = self.prompt_head.condition(states, plan.z.to(device))
         lyric_states, lyric_mask = self.encode_lyrics(len(prompts), device)
         return states, mask, lyric_states, lyric_mask
@@ -339,7 +347,7 @@ class VibePipeline(AceStepPipeline):
         plan = _CALL_PLAN.get()
         if plan is None or src_audio is not None or audio_codes is not None:
             return src, length
-        return with_sketch(src, plan.bpm, plan.keyscale, self.latents_per_second), length
+        return with_sketch(src, plan.bpm, plan.chords, plan.energy, self.latents_per_second), length
 
 
 TEXT_TOKENS = 96  # fixed padding: cross-attention sees padding, so training and inference pad alike
@@ -387,17 +395,20 @@ def encode_lyrics(tokenizer, text_encoder, batch: int, device=None) -> tuple[tor
 def with_sketch(
     src: torch.Tensor,
     bpms: list[float],
-    keyscales: list[str],
+    chords: list[torch.Tensor],
+    energies: list[float],
     frame_rate: float,
-    phases: list[float] | None = None,
+    origins: list[float] | None = None,
 ) -> torch.Tensor:
-    """Source latents [batch, frames, channels] with the first 16 channels replaced by the sketch."""
+    """Source latents [batch, frames, channels] with the first SKETCH_CHANNELS replaced by the sketch."""
     frames = src.shape[1]
+    if src.shape[-1] < SKETCH_CHANNELS:
+        raise ValueError(
+            f"the sketch takes {SKETCH_CHANNELS} latent channels; this model's latents have {src.shape[-1]}"
+        )
+    origins = origins or [0.0] * len(bpms)
     hint = torch.stack(
-        [
-            sketch(b, k, frames, frame_rate, (phases or [0.0] * len(bpms))[i])
-            for i, (b, k) in enumerate(zip(bpms, keyscales, strict=True))
-        ]
+        [sketch(b, c, e, frames, frame_rate, o) for b, c, e, o in zip(bpms, chords, energies, origins, strict=True)]
     )
     src = src.clone()
     src[..., :SKETCH_CHANNELS] = hint.to(src)

@@ -11,7 +11,7 @@ from bayes_beats.music.audio import wav_bytes
 
 
 class BayesBeatsModel(PythonModel):
-    """prompts → WAV bytes + what was rendered (bpm, keyscale)."""
+    """prompts → WAV bytes + what was rendered (bpm, keyscale, energy)."""
 
     def load_context(self, context) -> None:
         from bayes_beats.model.generate import load_generator
@@ -25,8 +25,8 @@ class BayesBeatsModel(PythonModel):
             audio, plans = self.generator.generate_with_plans(
                 [row.prompt], float(row.duration_s), int(row.seed), temperature=temperature
             )
-            (bpm, keyscale), sr = plans[0], self.generator.sample_rate
-            rows.append({"wav": wav_bytes(audio[0][0], sr), "sample_rate": sr, "bpm": bpm, "keyscale": keyscale})
+            sr = self.generator.sample_rate
+            rows.append({"wav": wav_bytes(audio[0][0], sr), "sample_rate": sr, **plans[0]})
         return pd.DataFrame(rows)
 
 
@@ -38,6 +38,7 @@ SIGNATURE = ModelSignature(
             ColSpec("long", "sample_rate"),
             ColSpec("double", "bpm"),
             ColSpec("string", "keyscale"),
+            ColSpec("double", "energy"),
         ]
     ),
     params=ParamSchema([ParamSpec("temperature", "double", 1.0)]),

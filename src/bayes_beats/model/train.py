@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
 from accelerate.utils import parse_flag_from_env
@@ -24,9 +25,13 @@ from tqdm import tqdm
 
 from bayes_beats.core.config import TrainParams
 from bayes_beats.model.pipeline import with_sketch
-from bayes_beats.model.sketch import CHROMA
+from bayes_beats.model.sketch import SKETCH_CHANNELS
 
 log = logging.getLogger(__name__)
+
+
+# cache entries that are not per clip: the instrumental lyric's encoding, the planner's mood anchors
+SHARED = ("lyric_states", "lyric_mask", "anchor_embeddings", "anchor_va")
 
 
 def load_cache(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -42,12 +47,16 @@ class CachedClips:
         self.n, self.frames = self.tensors["latents"].shape[:2]
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(
-            json.dumps(self.index["keys"]).encode() + self.tensors["bpm"].numpy().tobytes()
-        ).hexdigest()
+        """Of everything training reads: any change to the cache (a re-measured beat grid or chords, not
+        only other clips) makes old checkpoints stale. (Keys and bpm alone let a pretrain resume a
+        finished run made on other chords.)"""
+        digest = hashlib.sha256(json.dumps(self.index, sort_keys=True).encode())
+        for key in sorted(self.tensors):
+            digest.update(key.encode() + self.tensors[key].contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def take(self, idx: torch.Tensor) -> dict:
-        rows = {k: v[idx] for k, v in self.tensors.items() if k not in ("lyric_states", "lyric_mask")}
+        rows = {k: v[idx] for k, v in self.tensors.items() if k not in SHARED}
         return rows | {
             "lyric_states": self.tensors["lyric_states"],
             "lyric_mask": self.tensors["lyric_mask"],
@@ -60,9 +69,17 @@ class LiveClips:
     kept for the benchmark and the test that both give the same numbers)."""
 
     def __init__(self, split, root: Path, codec, tokenizer, text_encoder, params) -> None:
-        from bayes_beats.model.encoding import encode_rows
+        from bayes_beats.model.encoding import encode_rows, energy_percentile, energy_raw, pad_chords
 
-        self.encode = lambda rows: encode_rows(rows, root, codec, tokenizer, text_encoder, params)
+        # as `encode` ranks the training split's clips: float32 like its tensors, so ties fall the same way
+        reference = np.sort(energy_raw(split.to_list()).astype(np.float32))
+
+        def encode(rows: list[dict]) -> dict:
+            out = encode_rows(rows, root, codec, tokenizer, text_encoder, params)
+            energy = energy_percentile(out["energy_raw"].numpy(), reference)
+            return out | {"chords": pad_chords(out["chords"]), "energy": torch.from_numpy(energy).float()}
+
+        self.encode = encode
         self.split = split
         self.n = len(split)
         self.frames = self.encode([split[0]])["latents"].shape[1]
@@ -76,7 +93,7 @@ class LiveClips:
 
 class Denoiser(nn.Module):
     """Everything trained, in one module (one DDP wrapper): condition encoder + DiT, and in `finetune` the
-    variational prompt head and the planner. forward(batch) → losses; all randomness comes in the batch."""
+    variational prompt head. forward(batch) → losses; all randomness comes in the batch."""
 
     def __init__(
         self,
@@ -84,15 +101,13 @@ class Denoiser(nn.Module):
         condition_encoder,
         frame_rate: float,
         prompt_head=None,
-        planner=None,
         kl_weight: float = 0.0,
-        planner_weight: float = 0.0,
     ):
         super().__init__()
         # a SharedTimbreConditionEncoder (build_tiny_denoiser, finetune) encodes the batch's one timbre reference once
         self.transformer, self.condition_encoder = transformer, condition_encoder
-        self.prompt_head, self.planner = prompt_head, planner
-        self.frame_rate, self.kl_weight, self.planner_weight = frame_rate, kl_weight, planner_weight
+        self.prompt_head = prompt_head
+        self.frame_rate, self.kl_weight = frame_rate, kl_weight
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         x0, noise, t = batch["x0"], batch["noise"], batch["t"]  # [B, frames, channels], same, [B]
@@ -103,7 +118,6 @@ class Denoiser(nn.Module):
             z, mu, logvar = self.prompt_head(emb, batch["eps"])
             states = self.prompt_head.condition(states, z)
             losses["kl"] = self.prompt_head.kl(emb, mu, logvar)
-            losses["planner"] = self.planner.loss(self.planner(z), self.planner.targets(batch["bpm"], batch["major"]))
         batch_size, frames = x0.shape[:2]
         silence = self.condition_encoder.silence_latent
         encoder_states, _ = self.condition_encoder(  # as the pipeline calls it at inference
@@ -117,9 +131,17 @@ class Denoiser(nn.Module):
             refer_audio_order_mask=torch.arange(batch_size, device=x0.device),
         )
         src = silence[:, :frames].expand(batch_size, -1, -1)  # text-to-music source = silence (+ sketch)
-        src = with_sketch(src, batch["bpm"].tolist(), batch["keyscale"], self.frame_rate, batch["phase"].tolist())
-        if "drop_sketch" in batch:  # the unguided branch of sketch guidance: chroma zeroed
-            src[..., CHROMA] = src[..., CHROMA] * (~batch["drop_sketch"])[:, None, None].to(src)
+        src = with_sketch(
+            src,
+            batch["bpm"].tolist(),
+            list(batch["chords"]),
+            batch["energy"].tolist(),
+            self.frame_rate,
+            batch["origin"].tolist(),
+        )
+        if "drop_sketch" in batch:  # the unguided branch of sketch guidance: the whole sketch zeroed
+            keep = (~batch["drop_sketch"])[:, None, None].to(src)
+            src[..., :SKETCH_CHANNELS] = src[..., :SKETCH_CHANNELS] * keep
         if "drop_text" in batch:  # text replaced by the null embedding (ACE-Step's CFG null)
             null = self.condition_encoder.null_condition_emb.to(encoder_states).expand_as(encoder_states)
             encoder_states = torch.where(batch["drop_text"][:, None, None], null, encoder_states)
@@ -133,9 +155,7 @@ class Denoiser(nn.Module):
             return_dict=False,
         )[0]
         losses["flow"] = nn.functional.mse_loss(v.float(), (noise - x0).float())
-        losses["loss"] = (
-            losses["flow"] + self.kl_weight * losses.get("kl", 0) + self.planner_weight * losses.get("planner", 0)
-        )
+        losses["loss"] = losses["flow"] + self.kl_weight * losses.get("kl", 0)
         return losses
 
 
@@ -165,7 +185,9 @@ def make_batch(
         "embedding": rows["embeddings"][items, variant],
         "bpm": rows["bpm"],
         "major": rows["major"],
-        "phase": rows["phase"] - starts / frame_rate,
+        "origin": rows["origin"] - starts / frame_rate,  # the crop's strong beat, in the crop's time
+        "chords": rows["chords"].float(),
+        "energy": rows["energy"],
         "keyscale": rows["keyscale"],
         "lyric_states": rows["lyric_states"].expand(params.batch_size, -1, -1),
         "lyric_mask": rows["lyric_mask"].bool().expand(params.batch_size, -1),
@@ -202,7 +224,7 @@ def train(
 ) -> list[dict]:
     """Run `params.steps` optimizer steps, resuming from the latest checkpoint in `checkpoint_dir`.
 
-    Returns the loss history ({step, loss, flow[, kl, planner]} every `log_every` steps)."""
+    Returns the loss history ({step, loss, flow[, kl]} every `log_every` steps)."""
     # pretrain's DiT has a parameter the loss never reaches (the CFG null embedding): DDP must know
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     accelerator = Accelerator(

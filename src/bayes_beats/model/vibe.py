@@ -2,19 +2,32 @@
 
 One vibe, several interpretations: the sentence embedding e of the vibe text gets a learned mean
 mu = e + f(e) and log-variance; a sample z = mu + temperature * sigma * eps (temperature 0 → mu) both
-shifts the DiT's text conditioning (a zero-initialised projection added to every token) and feeds the
-planner, which writes the metas — tempo and mode — that the per-frame sketch renders. Trained with
+shifts the DiT's text conditioning (a zero-initialised projection added to every token). Trained with
 KL(q(z|e) || N(e, prior_std^2)), so samples stay near what the words mean.
+
+The planner reads the vibe's valence/arousal from the embedding and writes the metas the per-frame
+sketch renders: tempo, mode, energy and a progression for the mode.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
+
+from bayes_beats.model.sketch import DEFAULT_DEGREES, chords_of, triad
+from bayes_beats.music.theory import parse_keyscale
+
+
+def in_key(chords: torch.Tensor, mode: str) -> bool:
+    """Whether every chord ([beats, 12] of ±1, relative to C) is a triad on a degree of C `mode` (in minor,
+    V is the harmonic minor's major chord, as `triad` builds it)."""
+    allowed = {frozenset(triad(0, mode, degree)) for degree in range(7)}
+    return all(frozenset(torch.nonzero(row > 0).flatten().tolist()) in allowed for row in chords)
 
 
 class VariationalPromptHead(ModelMixin, ConfigMixin):
@@ -52,32 +65,129 @@ class VariationalPromptHead(ModelMixin, ConfigMixin):
 
 
 class VibePlanner(ModelMixin, ConfigMixin):
-    """Vibe embedding → metas: tempo (log-BPM, standardised) and mode (logit of major)."""
+    """Vibe embedding → plan: tempo, mode, energy, and the chords to play.
+
+    Reading: the vibe's valence/arousal is a similarity-weighted mean of mood anchors' (the corpus's mood
+    tags and vibe words, embedded by the same text encoder: softmax of cosine / `tau`), so free text
+    (scene descriptions, captions, a few typed words) is read as well as the training captions are.
+    The reading is calibrated on the training captions (reading = c + d · truth per axis, inverted), and
+    the metas come from regressions fit on the corpus's clips, rescaled so that their spread over the
+    clips equals the corpus's own (a point plan otherwise regresses to the mean: the old planner, trained
+    on template captions, planned 85–119 BPM where the corpus spans 77–126 for the same moods).
+    Nothing here is trained by gradient: `fit` builds it from the `encode` cache."""
 
     @register_to_config
     def __init__(
         self,
         embed_dim: int = 384,
-        hidden_dim: int = 128,
-        log_bpm_mean: float = 4.6,
-        log_bpm_std: float = 0.25,
+        n_anchors: int = 1,
+        n_progressions: int = 1,
+        progression_beats: int = 16,
+        tau: float = 0.2,
+        reading: tuple[float, ...] = (0.0, 1.0, 0.0, 1.0),  # c_v, d_v, c_a, d_a
+        log_bpm: tuple[float, ...] = (4.6, 0.0, 0.0),  # intercept, per valence, per arousal
+        energy: tuple[float, ...] = (0.0, 0.0, 0.0),  # the energy percentile's normal score, likewise
+        major: tuple[float, ...] = (0.0, 0.0, 0.0),  # logit of major, likewise
         default_bpm: float = 100.0,
     ):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 2))
+        self.register_buffer("anchor_embeddings", torch.zeros(n_anchors, embed_dim))
+        self.register_buffer("anchor_va", torch.zeros(n_anchors, 2))
+        self.register_buffer("progressions", torch.zeros(n_progressions, progression_beats, 12))  # relative to C
+        self.register_buffer("progression_major", torch.zeros(n_progressions, dtype=torch.bool))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)  # [batch, 2]: (standardised log-bpm, major logit)
+    def read_raw(self, embedding: torch.Tensor) -> torch.Tensor:
+        """[batch, dim] → [batch, 2]: the anchors' (valence, arousal), weighted by similarity."""
+        e = nn.functional.normalize(embedding.float(), dim=-1)
+        a = nn.functional.normalize(self.anchor_embeddings.float(), dim=-1)
+        return torch.softmax(e @ a.T / self.config.tau, dim=-1) @ self.anchor_va.float()
 
-    def targets(self, bpm: torch.Tensor, major: torch.Tensor) -> torch.Tensor:
-        return torch.stack([(bpm.log() - self.config.log_bpm_mean) / self.config.log_bpm_std, major.float()], dim=-1)
+    def read(self, embedding: torch.Tensor) -> torch.Tensor:
+        """[batch, dim] → [batch, 2] calibrated (valence, arousal) in [−1, 1]."""
+        raw = self.read_raw(embedding)
+        c_v, d_v, c_a, d_a = self.config.reading
+        return torch.stack([(raw[:, 0] - c_v) / d_v, (raw[:, 1] - c_a) / d_a], dim=-1).clamp(-1, 1)
 
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.mse_loss(out[:, 0], target[:, 0]) + nn.functional.binary_cross_entropy_with_logits(
-            out[:, 1], target[:, 1]
+    def forward(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
+        """[batch, dim] → {valence, arousal, bpm, p_major, energy (percentile in [0, 1])}, each [batch]."""
+        va = self.read(embedding)
+
+        def linear(coef) -> torch.Tensor:
+            return coef[0] + coef[1] * va[:, 0] + coef[2] * va[:, 1]
+
+        normal = torch.distributions.Normal(0.0, 1.0)
+        return {
+            "valence": va[:, 0],
+            "arousal": va[:, 1],
+            "bpm": linear(self.config.log_bpm).exp(),
+            "p_major": torch.sigmoid(linear(self.config.major)),
+            "energy": normal.cdf(linear(self.config.energy)),
+        }
+
+    def progression(self, major: bool, rng: np.random.Generator) -> torch.Tensor:
+        """A progression the corpus holds for this mode, relative to C ([beats, 12] of ±1), drawn by `rng`."""
+        pool = torch.nonzero(self.progression_major == major).flatten()
+        if len(pool) == 0:
+            pool = torch.arange(len(self.progressions))
+        return self.progressions[int(pool[int(rng.integers(len(pool)))])].float()
+
+    @classmethod
+    def fit(
+        cls,
+        cache: dict[str, torch.Tensor],
+        keyscales: list[str],
+        clip_seconds: float,
+        **config,
+    ) -> VibePlanner:
+        """Build from the `encode` cache of the training split: vibe-caption embeddings with their clips'
+        valence/arousal (the reading's calibration), the clips' metas (the regressions) and chords (the
+        progressions: each clip's first `progression_beats` beats, relative to its key, from clips that
+        hold that many (the last beat held repeats in shorter ones) and play only chords of their key — a
+        chord read off by one (the relative minor's, a passing note's) made the drawn progression read as
+        another key: key right on 79 % of fixed-key clips with the whole bank)."""
+        from scipy.stats import norm
+        from sklearn.linear_model import LinearRegression, LogisticRegression
+
+        beats = config.get("progression_beats", 16)
+        held = (clip_seconds - cache["origin"]) * cache["bpm"] / 60.0
+        long_enough = torch.nonzero(held >= beats).flatten().tolist() or list(range(len(held)))  # short clips: all
+        bank = []  # (relative progression, is major) of the clips whose every chord is in their key
+        for i in long_enough:
+            tonic, mode = parse_keyscale(keyscales[i])
+            first = cache["chords"][i, torch.arange(beats).clamp(max=cache["chords"].shape[1] - 1)].float()
+            relative = torch.roll(first, shifts=-tonic, dims=-1)
+            if in_key(relative, mode):
+                bank.append((relative, mode == "major"))
+        if not bank:  # no clip plays plainly in its key: the default progression in both modes
+            bank = [(chords_of(DEFAULT_DEGREES, 0, mode), mode == "major") for mode in ("major", "minor")]
+        anchors = cache["anchor_embeddings"]
+        planner = cls(embed_dim=anchors.shape[1], n_anchors=len(anchors), n_progressions=len(bank), **config)
+        planner.anchor_embeddings.copy_(anchors)
+        planner.anchor_va.copy_(cache["anchor_va"])
+        for row, (relative, major) in enumerate(bank):
+            planner.progressions[row] = relative
+            planner.progression_major[row] = major
+        truth = torch.stack([cache["valence"], cache["arousal"]], dim=-1).numpy()
+        captions = cache["embeddings"][:, 1:]  # the vibe captions (variant 0 is the style caption)
+        read = torch.stack([planner.read_raw(captions[:, k]) for k in range(captions.shape[1])], dim=1).numpy()
+        reading = []
+        for axis in (0, 1):
+            fit = LinearRegression().fit(np.repeat(truth[:, axis], read.shape[1])[:, None], read[..., axis].ravel())
+            reading += [float(fit.intercept_), float(fit.coef_[0])]
+
+        def spread_matched(y: np.ndarray) -> tuple[float, float, float]:
+            fit = LinearRegression().fit(truth, y)
+            pred = fit.predict(truth)
+            scale = y.std() / max(pred.std(), 1e-6)  # the plan spans the corpus, not its conditional mean
+            return (float(y.mean() - scale * fit.coef_ @ truth.mean(0)), *(float(c) * scale for c in fit.coef_))
+
+        energy = cache["energy"].numpy().clip(0.005, 0.995)
+        mode = LogisticRegression().fit(truth, cache["major"].numpy() > 0.5)
+        planner.register_to_config(
+            reading=tuple(reading),
+            log_bpm=spread_matched(np.log(cache["bpm"].numpy())),
+            energy=spread_matched(norm.ppf(energy)),
+            major=(float(mode.intercept_[0]), *map(float, mode.coef_[0])),
+            default_bpm=float(cache["bpm"].median()),
         )
-
-    def decode(self, out: torch.Tensor) -> list[tuple[float, bool]]:
-        """→ [(bpm, is_major)] per row."""
-        bpm = torch.exp(out[:, 0] * self.config.log_bpm_std + self.config.log_bpm_mean)
-        return [(float(b), bool(m > 0)) for b, m in zip(bpm.clamp(40, 220), out[:, 1], strict=True)]
+        return planner

@@ -68,3 +68,61 @@ def extract(audio: np.ndarray, sr: int, params: FeaturesParams) -> dict[str, flo
     row.update({f"chroma_{i}": float(v) for i, v in enumerate(chroma_mean)})
     row.update({f"mfcc_{i}": float(v) for i, v in enumerate(mfcc)})
     return row
+
+
+BEAT_HOP = 256  # 11.6 ms at 22.05 kHz: the beat phase to a few ms
+
+
+def beat_grid(audio: np.ndarray, sr: int, bpm: float) -> float:
+    """Time (s, in (−2 beats, 0]) of a strong beat at or before the clip's start, given its tempo.
+
+    The beat phase is the offset whose comb of beats collects the most onset strength (on the corpus:
+    within 5 % of a beat on 94 % of clips against 14 % for the first beat librosa's tracker reports);
+    of the two beats of a half bar, the strong one is where the low band (kick) hits harder."""
+    period = 60.0 / bpm
+    env = librosa.onset.onset_strength(y=audio, sr=sr, hop_length=BEAT_HOP)
+    spec = np.abs(librosa.stft(audio, n_fft=2048, hop_length=BEAT_HOP))
+    low = librosa.onset.onset_strength(  # below 160 Hz: the kick
+        S=librosa.amplitude_to_db(spec[: int(160 * 2048 / sr) + 1]), sr=sr, hop_length=BEAT_HOP
+    )
+    rate = sr / BEAT_HOP
+
+    def comb(envelope: np.ndarray, offset: float, step: float) -> float:
+        idx = np.round((offset + np.arange(0, len(envelope) / rate / step) * step) * rate).astype(int)
+        return float(envelope[idx[idx < len(envelope)]].mean())
+
+    offsets = np.arange(0, period, 1 / rate)
+    phase = float(offsets[int(np.argmax([comb(env, o, period) for o in offsets]))])
+    strong = max((phase, phase + period), key=lambda o: comb(low, o, 2 * period))
+    return strong - 2 * period if strong > 0 else 0.0
+
+
+# the 24 major and minor triads as pitch-class sets: what a beat's chroma is matched against
+TRIADS = np.array(
+    [
+        [1.0 if (pc - root) % 12 in shape else 0.0 for pc in range(12)]
+        for shape in ((0, 4, 7), (0, 3, 7))
+        for root in range(12)
+    ]
+)
+
+
+def beat_chords(audio: np.ndarray, sr: int, bpm: float, origin_s: float, beats: int) -> np.ndarray:
+    """[beats, 12] of ±1: per beat from `origin_s`, the major or minor triad whose template best matches
+    the beat's mean chroma (Fujishima's chord templates): its tones +1, the rest −1. Raw top-3 chroma
+    bins, tried first, let melody notes into the chord; progressions drawn from those read as another key
+    (generated key accuracy 58 % against 100 % with clean triads, docs/ablation.md).
+
+    A beat with no audio under it (past the end) repeats the last one heard."""
+    hop = 512
+    chroma = librosa.feature.chroma_stft(y=audio, sr=sr, n_fft=4096, hop_length=hop)  # [12, frames]
+    period, rate = 60.0 / bpm, sr / hop
+    out = -np.ones((beats, 12), dtype=np.float32)
+    for k in range(beats):
+        lo, hi = max(0, int((origin_s + k * period) * rate)), int((origin_s + (k + 1) * period) * rate)
+        if hi <= lo or lo >= chroma.shape[1]:
+            out[k] = out[k - 1] if k else out[k]
+            continue
+        heard = chroma[:, lo:hi].mean(axis=1)
+        out[k] = 2.0 * TRIADS[int(np.argmax(TRIADS @ (heard / (np.linalg.norm(heard) + 1e-9))))] - 1.0
+    return out

@@ -110,3 +110,19 @@ VIBE_WORDS = {
 
 def tempo_word(bpm: float) -> str:
     return "slow" if bpm < 80 else ("mid-tempo" if bpm < 110 else "up-tempo")
+
+
+def mood_anchors() -> dict[str, tuple[float, float]]:
+    """Words with a place on the circumplex: the mood tags and the vibe words (at their cell's centre).
+    The planner reads a text's valence/arousal as these words' positions weighted by similarity."""
+    centre = {"high": 0.6, "mid": 0.0, "low": -0.6}
+    anchors = dict(MOOD_VA)
+    for (valence, arousal), words in VIBE_WORDS.items():
+        for word in words:
+            anchors.setdefault(word, (centre[valence], centre[arousal]))
+    return anchors
+
+
+# how an anchor word is embedded; with the planner's tau 0.2 this read the 24 scene captions at ρ 0.93 (valence)
+# and 0.95 (arousal), best of 5 templates × 4 temperatures there (docs/ablation.md, "Reading free text")
+ANCHOR_TEMPLATE = "{} music"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
@@ -24,3 +26,16 @@ def parse_keyscale(keyscale: str) -> tuple[int, str]:
 
 
 KEYSCALE_PATTERN = r"^(C|C#|D|D#|E|F|F#|G|G#|A|A#|B) (major|minor)$"
+
+FLATS = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
+_BPM_IN_TEXT = re.compile(r"\b(\d{2,3}(?:\.\d+)?)\s*bpm\b", re.IGNORECASE)
+_KEY_IN_TEXT = re.compile(r"\b([A-G](?:#|b)?)\s?(major|minor)\b")
+
+
+def metas_in_text(text: str) -> tuple[float | None, str | None]:
+    """Tempo and key a text names outright ("... in A minor at 120 BPM") → (bpm, keyscale), None if not."""
+    bpm = _BPM_IN_TEXT.search(text)
+    key = _KEY_IN_TEXT.search(text)
+    tonic = FLATS.get(key.group(1), key.group(1)) if key else None
+    keyscale = f"{tonic} {key.group(2)}" if key and tonic in PITCH_CLASSES else None
+    return (float(bpm.group(1)) if bpm else None), keyscale

@@ -1,0 +1,90 @@
+"""The plan and the sketch: what the planner reads from free text, what the caller and the prompt fix,
+how the sketch carries tempo, chords and energy, and how training measures them on each clip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bayes_beats.data.synth import plan_track, render_track
+from bayes_beats.model.generate import load_generator
+from bayes_beats.model.sketch import BEAT, CHROMA, ENERGY, HALF_BAR, SKETCH_CHANNELS, chords_of, sketch, triad
+from bayes_beats.music.analysis import beat_chords, beat_grid
+from bayes_beats.music.theory import metas_in_text
+
+
+def test_sketch_carries_the_beat_the_strong_beats_the_chords_and_the_energy():
+    rate, bpm = 50.0, 120.0  # a beat every 25 frames
+    chords = chords_of([0, 3, 4, 0], tonic=9, mode="minor")  # Am Dm E Am, a beat each
+    hint = sketch(bpm, chords, 0.8, frames=200, frame_rate=rate, origin_s=-0.5)  # a strong beat at −0.5 s
+    assert hint.shape == (200, SKETCH_CHANNELS)
+    beat_cos, half_bar_cos = hint[:, BEAT][:, 0], hint[:, HALF_BAR][:, 0]
+    assert torch.allclose(beat_cos[::25], torch.ones(8), atol=1e-4)  # every beat
+    assert torch.allclose(half_bar_cos[::50], -torch.ones(4), atol=1e-4)  # t = 0 is the weak beat after −0.5
+    assert torch.allclose(half_bar_cos[25::50], torch.ones(4), atol=1e-4)
+    # frame 0 is beat 1 after the origin: Dm; frame 25 beat 2: E (the minor key's V has G#)
+    assert set(torch.nonzero(hint[0, CHROMA] > 0).flatten().tolist()) == set(triad(9, "minor", 3)) == {2, 5, 9}
+    assert set(torch.nonzero(hint[25, CHROMA] > 0).flatten().tolist()) == {4, 8, 11}
+    assert torch.allclose(hint[:, ENERGY], torch.full((200, 1), 0.6))
+
+
+def test_beat_grid_and_chords_are_read_from_a_clip_as_it_is():
+    sr, rng = 22050, np.random.default_rng(3)
+    plan = plan_track(rng)
+    track = render_track(plan, 12.0, sr, rng)
+    start = 1.37  # a crop that starts off the beat
+    clip = track[int(start * sr) : int((start + 10) * sr)]
+    period = 60.0 / plan.bpm
+    origin = beat_grid(clip, sr, plan.bpm)
+    assert -2 * period < origin <= 0
+    # the corpus's beats fall at k · period from the track's start; the onset envelope lags them ~20 ms
+    offset = ((origin + start) % period) / period
+    assert min(offset, 1 - offset) < 0.1, f"grid off by {offset:.2f} of a beat"
+    chords = beat_chords(clip, sr, plan.bpm, origin, 8)
+    assert chords.shape == (8, 12) and set(np.unique(chords)) == {-1.0, 1.0}
+    assert ((chords > 0).sum(axis=1) == 3).all()
+    # the tonic's triad is among the chords the clip plays (every progression starts and ends on it)
+    tonic = set(triad(plan.tonic, plan.mode, 0))
+    full = beat_chords(track, sr, plan.bpm, 0.0, int(12.0 / period))
+    assert any(set(np.flatnonzero(row > 0)) == tonic for row in full)
+
+
+@pytest.mark.parametrize(
+    "text, bpm, keyscale",
+    [
+        ("melancholic piano in A minor at 68 BPM, lonely", 68.0, "A minor"),
+        ("Bb major 120bpm", 120.0, "A# major"),
+        ("a calm lake", None, None),
+        ("Cb minor, not a key we name", None, None),
+    ],
+)
+def test_metas_a_prompt_names_outright_are_read(text, bpm, keyscale):
+    assert metas_in_text(text) == (bpm, keyscale)
+
+
+def test_planner_reads_free_text_and_the_prompt_and_caller_fix_metas(tiny_project):
+    root, _ = tiny_project
+    gen = load_generator(root / "models/finetuned")
+    storm, lake = "a furious thunderstorm over a highway, fast and loud", "a quiet misty lake at dawn, calm and sad"
+    plans = gen.plan([storm, lake], [0, 0], 0.0)
+    assert plans.bpm[0] > plans.bpm[1] and plans.energy[0] > plans.energy[1]
+    read = gen.pipe.planner(gen.pipe.embed([storm, lake]))
+    assert read["arousal"][0] > 0.3 > -0.3 > read["arousal"][1]
+    named = gen.plan(["sad strings in Bb minor at 70 BPM"], [1], 0.0)
+    assert (named.bpm, named.keyscale) == ([70.0], ["A# minor"])
+    fixed = gen.plan(["sad strings in Bb minor at 70 BPM"], [1], 0.0, bpm=130, keyscale="E major", energy=0.9)
+    assert (fixed.bpm, fixed.keyscale, fixed.energy) == ([130.0], ["E major"], [0.9])
+    assert set(torch.nonzero(fixed.chords[0].max(0).values > 0).flatten().tolist()) <= set(range(12))
+
+
+def test_energy_override_is_reported_and_changes_the_music(tiny_project):
+    root, _ = tiny_project
+    gen = load_generator(root / "models/finetuned")
+    kwargs = dict(duration_s=2.0, seed=4, temperature=0.0, bpm=100, keyscale="C major", output_type="latent")
+    calm, plans_calm = gen.generate_with_plans(["city at night"], energy=0.1, **kwargs)
+    loud, plans_loud = gen.generate_with_plans(["city at night"], energy=0.9, **kwargs)
+    assert plans_calm[0]["energy"] == 0.1 and plans_loud[0]["energy"] == 0.9
+    assert not np.allclose(calm[0][0], loud[0][0])
+    planned, plans = gen.generate_with_plans(["city at night"], **kwargs)
+    assert 0.0 <= plans[0]["energy"] <= 1.0  # the planner's, reported when the caller names none
