@@ -36,8 +36,10 @@ def encode_split(
     for start in tqdm(range(0, len(split), params.encode.batch_size), desc="encode", unit="batch"):
         rows = split.select(range(start, min(start + params.encode.batch_size, len(split)))).to_list()
         parts.append(encode_rows(rows, root, codec, tokenizer, text_encoder, params))
-    per_clip = ("latents", "text_states", "text_mask", "embeddings", "bpm", "major", "origin", "energy_raw")
-    per_clip += ("valence", "arousal")
+    per_clip = (
+        *("latents", "text_states", "text_mask", "embeddings"),
+        *("bpm", "major", "origin", "energy_raw", "valence", "arousal"),
+    )
     tensors = {k: torch.cat([p[k] for p in parts]).contiguous() for k in per_clip}
     tensors["chords"] = pad_chords([c for p in parts for c in p["chords"]])
     tensors |= {"lyric_states": parts[0]["lyric_states"], "lyric_mask": parts[0]["lyric_mask"]}

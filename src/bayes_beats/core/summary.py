@@ -78,11 +78,12 @@ EVAL_ROWS = (
 )
 
 
-def dotted(tree: dict, key: str):
+def dotted(tree: dict, key: str) -> object:
     """tree["a"]["b"] for "a.b"; None where any part is missing."""
+    node: object = tree
     for part in key.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def evaluate(m: dict) -> list[str]:
