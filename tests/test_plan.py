@@ -88,3 +88,10 @@ def test_energy_override_is_reported_and_changes_the_music(tiny_project):
     assert not np.allclose(calm[0][0], loud[0][0])
     planned, plans = gen.generate_with_plans(["city at night"], **kwargs)
     assert 0.0 <= plans[0]["energy"] <= 1.0  # the planner's, reported when the caller names none
+
+
+def test_sketch_is_built_where_the_chords_are():
+    """Training hands the sketch chords already on the accelerator; a grid made on the CPU failed there
+    (seen on an H200). The meta device stands in for it: every tensor must follow the chords."""
+    hint = sketch(120.0, chords_of([0, 3, 4, 0], tonic=9, mode="minor").to("meta"), 0.5, 50, 43.0, -0.3)
+    assert hint.device.type == "meta" and hint.shape == (50, SKETCH_CHANNELS)

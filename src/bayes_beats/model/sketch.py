@@ -34,12 +34,13 @@ def sketch(
 ) -> torch.Tensor:
     """→ [frames, SKETCH_CHANNELS]. `origin_s` is the time of a strong beat (≤ 0: at or before the first
     frame); beat k after it plays `chords[k % len(chords)]` ([n, 12] of ±1); `energy` is in [0, 1]."""
-    t = torch.arange(frames, dtype=torch.float32) / frame_rate - origin_s
+    device = chords.device  # training passes chords on the accelerator (seen on an H200: a CPU grid failed)
+    t = torch.arange(frames, dtype=torch.float32, device=device) / frame_rate - origin_s
     beats = t * bpm / 60.0
     angle = [2 * math.pi * beats, 4 * math.pi * beats, math.pi * beats]
     grid = torch.stack([f(a) for a in angle for f in (torch.cos, torch.sin)], dim=-1)
     chord = chords.to(torch.float32)[torch.remainder(torch.floor(beats).long(), len(chords))]
-    level = torch.full((frames, 1), 2.0 * energy - 1.0)
+    level = torch.full((frames, 1), 2.0 * energy - 1.0, device=device)
     return torch.cat([grid, chord, level], dim=-1)
 
 
