@@ -112,7 +112,6 @@ ROWS = (
     "fixed I–IV–V–I chords",
     "no spread calibration",
     "steps=4",
-    "steps=16",
 )
 
 
