@@ -88,7 +88,6 @@ class VibePlanner(ModelMixin, ConfigMixin):
         log_bpm: tuple[float, ...] = (4.6, 0.0, 0.0),  # intercept, per valence, per arousal
         energy: tuple[float, ...] = (0.0, 0.0, 0.0),  # the energy percentile's normal score, likewise
         major: tuple[float, ...] = (0.0, 0.0, 0.0),  # logit of major, likewise
-        default_bpm: float = 100.0,
     ):
         super().__init__()
         self.register_buffer("anchor_embeddings", torch.zeros(n_anchors, embed_dim))
@@ -188,6 +187,5 @@ class VibePlanner(ModelMixin, ConfigMixin):
             log_bpm=spread_matched(np.log(cache["bpm"].numpy())),
             energy=spread_matched(norm.ppf(energy)),
             major=(float(mode.intercept_[0]), *map(float, mode.coef_[0])),
-            default_bpm=float(cache["bpm"].median()),
         )
         return planner
