@@ -148,7 +148,9 @@ def bench_full_vs_noop_repro(target: str = "register") -> dict:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import control
+    import listeners
     import model_bench
+    import plans
     import serve_bench
     import vibe_follow
 
@@ -164,6 +166,8 @@ def main() -> None:
         "serving": serve_bench.main(),
         "control": control.main(),  # fixed metas → what lands in the audio; the planner on free text
         "vibe_follow": vibe_follow.main(),  # unseen scene captions, 3 seeds: does the audio follow the vibe
+        "plans": plans.main(),  # the plan distribution: calibration, entropy, takes' spread vs seeds alone
+        "listeners": listeners.main(),  # simulated listeners: does the taste posterior learn them
     }
     for name, entry in results.items():
         if name != "machine":

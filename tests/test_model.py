@@ -67,20 +67,42 @@ def test_lora_reload_reproduces_latents_and_differs_from_base(tiny_project):
     assert not np.allclose(tuned, base)
 
 
-def test_variational_layer_temperature(tiny_project):
+def test_variations_are_stratified_draws_of_the_plan_and_temperature_scales_them(tiny_project):
     root, _ = tiny_project
     gen = load_generator(root / "models/finetuned")
-    kwargs = dict(duration_s=2.0, seed=1, num_variations=3, output_type="latent")
+    kwargs = dict(duration_s=2.0, seed=1, num_variations=4, output_type="latent")
     still = gen.generate(["sunset over the sea"], temperature=0.0, **kwargs)[0]
-    assert len(still) == 3
-    plans = gen.last_plans
-    # the planner reads the words, not the sample: every variation gets the vibe's tempo and energy
-    assert len({(p["bpm"], p["energy"]) for p in plans}) == 1
-    varied = gen.generate(["sunset over the sea"], temperature=2.0, **kwargs)[0]
-    assert [p["bpm"] for p in gen.last_plans] == [p["bpm"] for p in plans]
-    # the same seeds: only the variational sample on the text tokens differs
-    assert not np.allclose(varied[0], still[0])
-    assert np.array_equal(still[0], gen.generate(["sunset over the sea"], temperature=0.0, **kwargs)[0][0])
+    assert len(still) == 4
+    mode = gen.last_plans
+    assert len({(p["bpm"], p["energy"]) for p in mode}) == 1  # temperature 0: every take plays the mode
+    gen.generate(["sunset over the sea"], temperature=1.0, **kwargs)
+    drawn = gen.last_plans
+    tempo = np.log([p["bpm"] for p in drawn]) - np.log(mode[0]["bpm"])
+    # a Latin hypercube: one take per quarter of the plan's tempo distribution, so they straddle its centre
+    assert len(set(tempo.round(6))) == 4 and tempo.min() < 0 < tempo.max()
+    gen.generate(["sunset over the sea"], temperature=0.5, **kwargs)
+    half = np.log([p["bpm"] for p in gen.last_plans]) - np.log(mode[0]["bpm"])
+    assert np.allclose(half, tempo / 2, atol=1e-3)  # the same draws, half the spread
+    assert drawn[0]["plan"]["bpm"]["low"] < mode[0]["bpm"] < drawn[0]["plan"]["bpm"]["high"]
+    again = gen.generate(["sunset over the sea"], temperature=1.0, **kwargs)[0]
+    assert gen.last_plans == drawn and np.array_equal(
+        again[0], gen.generate(["sunset over the sea"], temperature=1.0, **kwargs)[0][0]
+    )
+
+
+def test_a_taste_tilts_the_plan_toward_what_was_liked(tiny_project):
+    root, _ = tiny_project
+    gen = load_generator(root / "models/finetuned")
+    kwargs = dict(duration_s=2.0, seed=3, num_variations=3, temperature=1.0, output_type="latent")
+    _, anonymous = gen.generate_with_plans(["a rainy street at night"], **kwargs)
+    _, faster = gen.generate_with_plans(["a rainy street at night"], taste=[2.0, 0.0, 0.0], **kwargs)
+    assert all(f["bpm"] > a["bpm"] for f, a in zip(faster, anonymous, strict=True))
+    assert faster[0]["plan"]["bpm"]["mid"] > anonymous[0]["plan"]["bpm"]["mid"]
+    assert all(f["features"][0] > a["features"][0] for f, a in zip(faster, anonymous, strict=True))
+    _, neutral = gen.generate_with_plans(["a rainy street at night"], taste=[0.0, 0.0, 0.0], **kwargs)
+    assert neutral == anonymous
+    with pytest.raises(ValueError, match="taste"):
+        gen.generate_with_plans(["a rainy street at night"], taste=[1.0], **kwargs)
 
 
 def test_generate_returns_audio_of_the_requested_length_in_one_batch(tiny_project):

@@ -67,13 +67,13 @@ def test_planner_reads_free_text_and_the_prompt_and_caller_fix_metas(tiny_projec
     root, _ = tiny_project
     gen = load_generator(root / "models/finetuned")
     storm, lake = "a furious thunderstorm over a highway, fast and loud", "a quiet misty lake at dawn, calm and sad"
-    plans = gen.plan([storm, lake], [0, 0], 0.0)
+    plans, _ = gen.plan([storm, lake], [0, 0], 0.0)
     assert plans.bpm[0] > plans.bpm[1] and plans.energy[0] > plans.energy[1]
     read = gen.pipe.planner(gen.pipe.embed([storm, lake]))
     assert read["arousal"][0] > 0.3 > -0.3 > read["arousal"][1]
-    named = gen.plan(["sad strings in Bb minor at 70 BPM"], [1], 0.0)
+    named, _ = gen.plan(["sad strings in Bb minor at 70 BPM"], [1], 0.0)
     assert (named.bpm, named.keyscale) == ([70.0], ["A# minor"])
-    fixed = gen.plan(["sad strings in Bb minor at 70 BPM"], [1], 0.0, bpm=130, keyscale="E major", energy=0.9)
+    fixed, _ = gen.plan(["sad strings in Bb minor at 70 BPM"], [1], 0.0, bpm=130, keyscale="E major", energy=0.9)
     assert (fixed.bpm, fixed.keyscale, fixed.energy) == ([130.0], ["E major"], [0.9])
     assert set(torch.nonzero(fixed.chords[0].max(0).values > 0).flatten().tolist()) <= set(range(12))
 

@@ -102,7 +102,13 @@ def tracked(evaluated_project, mlflow_server, monkeypatch):
 def test_evaluate_logs_a_run_with_metrics_and_playable_audio(tracked):
     root, _ = tracked
     results = json.loads((root / "metrics/eval.json").read_text())
-    assert {"base", "finetuned", "diversity"} <= set(results)
+    assert {"base", "finetuned", "takes"} <= set(results)
+    assert {"tempo", "energy", "mode", "clap_local"} <= set(results["takes"]["plan"]) and results["takes"]["plan"][
+        "tempo"
+    ] >= 0
+    calibration = results["finetuned"]["plan_calibration"]
+    assert 0 < calibration["tempo"]["coverage_80"] <= 1 and calibration["mode"]["reliability"]
+    assert results["base"]["plan_calibration"] is None  # a base has no planner
     assert -1 <= results["finetuned"]["clap_local"] <= 1
     client = MlflowClient()
     run = client.search_runs([mlflow.get_experiment_by_name("bayes-beats").experiment_id], "tags.stage = 'evaluate'")[0]

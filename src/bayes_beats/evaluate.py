@@ -3,15 +3,16 @@ committed free-form scene captions the model never saw → metrics/eval.json, pl
 
 Metrics: CLAP score (local or laion backend, never mixed), vibe metrics measured on the generated audio
 by the features module (arousal ↔ tempo/energy, mode on clearly positive vs negative prompts,
-brightness), a mood classifier's macro ROC-AUC on generated audio, and the variational layer's diversity
-against its alignment cost."""
+brightness), a mood classifier's macro ROC-AUC on generated audio, control accuracy with fixed metas,
+the planner's reading of free text, its distribution's calibration on held-out clips and its entropy on
+clear vs mixed vibes, and how far variations (draws of the plan) spread against seeds alone, at what
+alignment cost."""
 
 from __future__ import annotations
 
 import json
 import logging
 from importlib.resources import files
-from itertools import combinations
 from pathlib import Path
 
 import datasets
@@ -22,6 +23,7 @@ from scipy.stats import spearmanr
 from bayes_beats.core import paths, tracking
 from bayes_beats.core.atomic import atomic_dir, atomic_path, write_json, write_text
 from bayes_beats.core.config import Params
+from bayes_beats.model.calibration import calibration, plan_entropy
 from bayes_beats.model.scoring import clap_scores, load_scorer
 from bayes_beats.music.analysis import extract
 from bayes_beats.music.audio import write_wav
@@ -241,6 +243,12 @@ def evaluate_model(
         "mood_auc": mood_auc([f for f, s in zip(feats, scene, strict=True) if not s], list(prompts["tags"][~scene])),
         "control": control_accuracy(gen),
         "plan_reading": plan_reading(gen),
+        "plan_entropy": plan_entropy(gen),
+        "plan_calibration": (
+            calibration(gen.pipe.planner, paths.TRAIN_CACHE, paths.ENCODED / "validation.safetensors")
+            if gen.pipe.planner is not None
+            else None
+        ),
     }
     per_mood = [
         {"tag": t, "clap": float(c)}
@@ -263,30 +271,36 @@ def evaluate_model(
     return metrics, audio, pd.DataFrame(per_mood), generations
 
 
-def diversity(model_dir: str, prompts: list[str], scorer, params: Params) -> dict:
-    """Variational samples vs the deterministic plan (temperature 0), same seeds: spread and alignment."""
+def take_spread(model_dir: str, prompts: list[str], scorer, params: Params) -> dict:
+    """Variations as readings of the vibe: how far the takes of one prompt spread in what they measure
+    (tempo by the independent reader, in log2; energy as a percentile of the training clips'; mode, major
+    1 / minor 0) when they are draws of the plan (`evaluate.temperature`) against seeds alone
+    (temperature 0, the same seeds), and what the spread costs in CLAP alignment."""
+    from bayes_beats.model.encoding import energy_percentile, energy_raw
     from bayes_beats.model.generate import load_generator
+    from bayes_beats.model.train import load_cache
 
+    reference = np.sort(load_cache(paths.TRAIN_CACHE)[0]["energy_raw"].numpy())
     gen, ep = load_generator(model_dir), params.evaluate
-    out = {}
-    for label, temperature in (("deterministic", 0.0), ("variational", ep.temperature)):
-        spread, align = [], []
+    out: dict = {"prompts": len(prompts), "takes": ep.num_variations}
+    for label, temperature in (("seeds", 0.0), ("plan", ep.temperature)):
+        spread: dict[str, list[float]] = {"tempo": [], "energy": [], "mode": []}
+        align = []
         for prompt in prompts:
             takes = gen.generate(
                 [prompt], ep.seconds, seed=ep.seed, num_variations=ep.num_variations, temperature=temperature
             )[0]
-            emb = scorer.embed_audio(takes, gen.sample_rate)
-            emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-            spread += [1 - float(emb[i] @ emb[j]) for i, j in combinations(range(len(takes)), 2)]
+            feats = [extract(t[0], gen.sample_rate, params.features) for t in takes]
+            spread["tempo"].append(float(np.std(np.log2([read_tempo(t[0], gen.sample_rate) for t in takes]))))
+            spread["energy"].append(float(np.std(energy_percentile(energy_raw(feats), reference))))
+            spread["mode"].append(float(np.std([read_key(t[0], gen.sample_rate)[1] == "major" for t in takes])))
             align += list(clap_scores(scorer, [prompt] * len(takes), takes, gen.sample_rate))
-        out[label] = {
-            "pairwise_distance": round(float(np.mean(spread)), 4),
-            scorer.name: round(float(np.mean(align)), 4),
+        out[label] = {k: round(float(np.mean(v)), 4) for k, v in spread.items()} | {
+            scorer.name: round(float(np.mean(align)), 4)
         }
-    out["diversity_gain"] = round(
-        out["variational"]["pairwise_distance"] - out["deterministic"]["pairwise_distance"], 4
-    )
-    out["alignment_cost"] = round(out["deterministic"][scorer.name] - out["variational"][scorer.name], 4)
+    for k in ("tempo", "energy", "mode"):
+        out[f"{k}_spread_ratio"] = round(out["plan"][k] / max(out["seeds"][k], 1e-3), 2)
+    out["clap_cost_pct"] = round(100 * (1 - out["plan"][scorer.name] / out["seeds"][scorer.name]), 2)
     return out
 
 
@@ -302,7 +316,7 @@ def run(params: Params) -> None:
             results[name], _, moods, generations[name] = evaluate_model(model_dir, prompts, scorer, params)
             per_mood.append(moods.assign(model=name))
         scenes = [c["prompt"] for c in scene_captions()[: ep.diversity_prompts]]
-        results["diversity"] = diversity(MODELS["finetuned"], scenes, scorer, params)
+        results["takes"] = take_spread(MODELS["finetuned"], scenes, scorer, params)
         write_json(paths.EVAL_METRICS, results)
         moods = pd.concat(per_mood).groupby(["tag", "model"], as_index=False)["clap"].mean()
         write_text(paths.EVAL_PER_MOOD, moods.to_csv(index=False))

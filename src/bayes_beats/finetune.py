@@ -26,6 +26,7 @@ from bayes_beats.core.tracking import dataset_hash
 from bayes_beats.model.pipeline import SharedTimbreConditionEncoder, VibePipeline, resolve_base
 from bayes_beats.model.train import CachedClips, Denoiser, is_main_process, load_cache, train, write_loss_csv
 from bayes_beats.model.vibe import VariationalPromptHead, VibePlanner
+from bayes_beats.music.moods import mood_anchors
 
 log = logging.getLogger(__name__)
 OUT_DIR = paths.FINETUNED
@@ -67,7 +68,9 @@ def run(params: Params) -> None:
     transformer.add_adapter(lora_config)
     cache, index = load_cache(CACHE)
     prompt_head = VariationalPromptHead(embed_dim=cache["embeddings"].shape[-1], prior_std=fp.prior_std)
-    planner = VibePlanner.fit(cache, index["keyscale"], params.sample.clip_seconds)
+    planner = VibePlanner.fit(
+        cache, index["keyscale"], params.sample.clip_seconds, anchor_words=tuple(mood_anchors())
+    )
     del cache
     denoiser = Denoiser(
         transformer,

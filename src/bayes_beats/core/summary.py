@@ -75,6 +75,8 @@ EVAL_ROWS = (
     ("fixed metas: tempo within 3 %", "control.tempo_within_3pct"),
     ("fixed metas: key right", "control.key_accuracy"),
     ("free text: tempo range covered", "plan_reading.tempo_range_coverage"),
+    ("plan: tempo in its 80 % band", "plan_calibration.tempo.coverage_80"),
+    ("plan entropy, mixed − clear vibes", "plan_entropy.mixed_minus_clear"),
 )
 
 
@@ -90,10 +92,11 @@ def evaluate(m: dict) -> list[str]:
     base, tuned = m.get("base", {}), m["finetuned"]
     lines = [f"{'':34}{'base':>8}{'fine-tuned':>12}"]
     lines += [f"{label:34}{num(dotted(base, key)):>8}{num(dotted(tuned, key)):>12}" for label, key in EVAL_ROWS]
-    if diversity := m.get("diversity"):
+    if takes := m.get("takes"):
         lines.append(
-            f"variational layer: diversity gain {num(diversity.get('diversity_gain'))}, "
-            f"alignment cost {num(diversity.get('alignment_cost'))}"
+            f"variations (plan draws) vs seeds alone: spread × tempo {num(takes.get('tempo_spread_ratio'))}, "
+            f"energy {num(takes.get('energy_spread_ratio'))}, mode {num(takes.get('mode_spread_ratio'))}; "
+            f"CLAP cost {num(takes.get('clap_cost_pct'))} %"
         )
     return lines
 

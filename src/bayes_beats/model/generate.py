@@ -11,6 +11,7 @@ import torch
 
 from bayes_beats.core.config import ModelParams
 from bayes_beats.model.pipeline import Plan, VibePipeline
+from bayes_beats.model.plans import FEATURES, PlanDistribution
 from bayes_beats.model.sketch import DEFAULT_DEGREES, chords_of, transpose
 from bayes_beats.music.theory import PITCH_CLASSES, metas_in_text, parse_keyscale
 
@@ -105,51 +106,80 @@ class Generator:
         if energy is not None and not 0 <= energy <= 1:
             raise ValueError(f"energy must be within [0, 1] (a percentile of the corpus's energy), got {energy}")
 
+    def distributions(self, prompts: list[str], embedding: torch.Tensor | None = None) -> list[PlanDistribution] | None:
+        """Each vibe's plan as a distribution (None for a base model: it has no planner)."""
+        if self.pipe.planner is None:
+            return None
+        embedding = self.pipe.embed(prompts) if embedding is None else embedding
+        return self.pipe.planner.distributions(embedding.to(self.pipe.planner.dtype))
+
     def plan(
         self,
         prompts: list[str],
         seeds: list[int],
         temperature: float,
+        num_variations: int = 1,
         bpm: float | None = None,
         keyscale: str | None = None,
         energy: float | None = None,
-    ) -> Plan:
-        """Per item: the planner's metas, then what the prompt names outright ("in A minor at 120 BPM"),
-        then the caller's overrides, each replacing the one before. Key and progression are drawn per
-        (prompt, seed): the tonic carries no mood, so different prompts get different keys."""
+        taste: list[float] | None = None,
+    ) -> tuple[Plan, list[dict]]:
+        """The plan of every take (prompt i's takes are items i * num_variations + j; `seeds` per prompt) and
+        what each drew: {bpm, keyscale, energy, features, plan}. A prompt's takes are stratified draws of its
+        plan distribution, tilted by `taste` (a listener's posterior draw) when given; temperature 0 plays
+        the mode. What the prompt names outright ("in A minor at 120 BPM"), then the caller's overrides,
+        replace the draw. Key and progression are drawn per (prompt, seed): the tonic carries no mood."""
         pipe, z = self.pipe, None
-        rngs = [np.random.default_rng([s, zlib.crc32(p.encode())]) for s, p in zip(seeds, prompts, strict=True)]
-        if pipe.planner is not None:
-            embedding = pipe.embed(prompts)
-            if pipe.prompt_head is not None:  # the variational sample conditions the DiT's text tokens
-                eps = torch.stack(
-                    [torch.randn(embedding.shape[1], generator=torch.Generator().manual_seed(s)) for s in seeds]
-                )
-                z = pipe.prompt_head(embedding.to(pipe.prompt_head.dtype), eps, temperature)[0].detach()
-            planned = pipe.planner(embedding.to(pipe.planner.dtype))
-            bpms = planned["bpm"].tolist()
-            majors = (planned["p_major"] > 0.5).tolist()
-            energies = planned["energy"].tolist()
-        else:  # a base model has no planner: a neutral plan, mode by seed
-            bpms = [DEFAULT_BPM] * len(prompts)
-            majors = [bool(rng.random() < 0.5) for rng in rngs]
-            energies = [0.5] * len(prompts)
-        plan = Plan([], [], [], [], z)
-        for i, (prompt, rng) in enumerate(zip(prompts, rngs, strict=True)):
+        take_seeds = [s * 1000 + j for s in seeds for j in range(num_variations)]
+        embedding = pipe.embed(prompts) if pipe.planner is not None else None
+        dists = self.distributions(prompts, embedding)
+        if embedding is not None and pipe.prompt_head is not None:
+            # the prompt head's mean conditions the DiT's text tokens; its samples are no longer the
+            # variations (they were less diverse than seeds alone and cost alignment): the plan's draws are
+            rows = embedding.repeat_interleave(num_variations, dim=0).to(pipe.prompt_head.dtype)
+            z = pipe.prompt_head(rows)[0].detach()
+        plan, drawn = Plan([], [], [], [], z), []
+        for i, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True)):
             text_bpm, text_key = metas_in_text(prompt)
-            tonic = int(rng.integers(12))
-            key = keyscale or text_key or f"{PITCH_CLASSES[tonic]} {'major' if majors[i] else 'minor'}"
-            tonic, mode = parse_keyscale(key)
-            if pipe.planner is not None:
-                chords = transpose(pipe.planner.progression(mode == "major", rng), tonic)
-            else:
-                chords = chords_of(DEFAULT_DEGREES, tonic, mode)
-            tempo = bpm if bpm is not None else (text_bpm if text_bpm is not None else bpms[i])
-            plan.bpm.append(float(np.clip(tempo, self.params.min_bpm, self.params.max_bpm)))
-            plan.keyscale.append(key)
-            plan.energy.append(float(energy if energy is not None else energies[i]))
-            plan.chords.append(chords)
-        return plan
+            dist = dists[i] if dists is not None else None
+            tilted = dist.tilt(np.asarray(taste)) if dist is not None and taste is not None else dist
+            if tilted is not None:
+                draws = tilted.draws(
+                    num_variations, temperature, np.random.default_rng([seed, zlib.crc32(prompt.encode())])
+                )
+            for j in range(num_variations):
+                rng = np.random.default_rng([take_seeds[i * num_variations + j], zlib.crc32(prompt.encode())])
+                tonic = int(rng.integers(12))
+                if tilted is not None:
+                    tempo, major, level = draws[j]
+                else:  # a base model: a neutral plan, mode by seed
+                    tempo, major, level = DEFAULT_BPM, bool(rng.random() < 0.5), 0.5
+                key = keyscale or text_key or f"{PITCH_CLASSES[tonic]} {'major' if major else 'minor'}"
+                tonic, mode = parse_keyscale(key)
+                if pipe.planner is not None:
+                    chords = transpose(pipe.planner.progression(mode == "major", rng), tonic)
+                else:
+                    chords = chords_of(DEFAULT_DEGREES, tonic, mode)
+                tempo = bpm if bpm is not None else (text_bpm if text_bpm is not None else tempo)
+                tempo = float(np.clip(tempo, self.params.min_bpm, self.params.max_bpm))
+                level = float(energy if energy is not None else level)
+                plan.bpm.append(tempo)
+                plan.keyscale.append(key)
+                plan.energy.append(level)
+                plan.chords.append(chords)
+                drawn.append(
+                    {
+                        "bpm": round(tempo, 2),
+                        "keyscale": key,
+                        "energy": round(level, 3),
+                        # where the take sits in the vibe's own (untilted) plan: what a vote on it teaches
+                        "features": [round(float(f), 4) for f in dist.features(tempo, mode == "major", level)]
+                        if dist is not None
+                        else None,
+                        "plan": tilted.summary() if tilted is not None else None,
+                    }
+                )
+        return plan, drawn
 
     def generate(
         self, prompts: list[str], duration_s: float, seed: int | list[int], **options
@@ -171,11 +201,13 @@ class Generator:
         bpm: float | None = None,
         keyscale: str | None = None,
         energy: float | None = None,
+        taste: list[float] | None = None,
         output_type: str = "np",
     ) -> tuple[list[list[np.ndarray]], list[dict]]:
         """→ (audio, plans): audio[i][j] is prompt i, variation j, float32 [channels, samples] at
-        `self.sample_rate`; plans[i * num_variations + j] is its {bpm, keyscale, energy}. `bpm`, `keyscale`
-        and `energy` (a percentile of the corpus's, in [0, 1]) fix those metas for every item.
+        `self.sample_rate`; plans[i * num_variations + j] is what it drew (`plan`). `bpm`, `keyscale` and
+        `energy` (a percentile of the corpus's, in [0, 1]) fix those metas for every item; `taste` (a draw of
+        a listener's posterior, in plans.FEATURES order) tilts every prompt's plan.
 
         All prompts and variations go through the pipeline as one batch; each item's randomness comes
         from (seed, variation) alone, so a request's audio does not depend on what it was batched with."""
@@ -183,9 +215,11 @@ class Generator:
         per_prompt = seed if isinstance(seed, list) else [seed] * len(prompts)  # a list: one seed per prompt
         if len(per_prompt) != len(prompts):
             raise ValueError(f"got {len(per_prompt)} seeds for {len(prompts)} prompts")
+        if taste is not None and len(taste) != len(FEATURES):
+            raise ValueError(f"taste has one weight per feature {FEATURES}, got {len(taste)}")
         batch = [p for p in prompts for _ in range(num_variations)]
         seeds = [s * 1000 + j for s in per_prompt for j in range(num_variations)]
-        plan = self.plan(batch, seeds, temperature, bpm, keyscale, energy)
+        plan, drawn = self.plan(prompts, per_prompt, temperature, num_variations, bpm, keyscale, energy, taste)
         generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         out = self.pipe(
             prompt=batch,
@@ -201,4 +235,4 @@ class Generator:
         ).audios
         arrays = [a.float().cpu().numpy() for a in out]
         audio = [arrays[i * num_variations : (i + 1) * num_variations] for i in range(len(prompts))]
-        return audio, plan.metas()
+        return audio, drawn

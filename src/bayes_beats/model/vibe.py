@@ -19,6 +19,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from bayes_beats.model.plans import PlanDistribution
 from bayes_beats.model.sketch import DEFAULT_DEGREES, chords_of, triad
 from bayes_beats.music.theory import parse_keyscale
 
@@ -88,6 +89,10 @@ class VibePlanner(ModelMixin, ConfigMixin):
         log_bpm: tuple[float, ...] = (4.6, 0.0, 0.0),  # intercept, per valence, per arousal
         energy: tuple[float, ...] = (0.0, 0.0, 0.0),  # the energy percentile's normal score, likewise
         major: tuple[float, ...] = (0.0, 0.0, 0.0),  # logit of major, likewise
+        log_bpm_sd: tuple[float, ...] = (0.15, 0.0),  # the plan's sd: sqrt(s0² + k · the reading's variance)
+        energy_sd: tuple[float, ...] = (1.0, 0.0),  # likewise, of energy's normal score
+        log_bpm_scale: float = 0.15,  # the corpus's sd of ln(bpm): the unit of a taste's tempo feature
+        anchor_words: tuple[str, ...] = (),  # the anchors' mood words, in buffer order
     ):
         super().__init__()
         self.register_buffer("anchor_embeddings", torch.zeros(n_anchors, embed_dim))
@@ -95,11 +100,31 @@ class VibePlanner(ModelMixin, ConfigMixin):
         self.register_buffer("progressions", torch.zeros(n_progressions, progression_beats, 12))  # relative to C
         self.register_buffer("progression_major", torch.zeros(n_progressions, dtype=torch.bool))
 
-    def read_raw(self, embedding: torch.Tensor) -> torch.Tensor:
-        """[batch, dim] → [batch, 2]: the anchors' (valence, arousal), weighted by similarity."""
+    def weights(self, embedding: torch.Tensor) -> torch.Tensor:
+        """[batch, dim] → [batch, anchors]: how much the vibe reads as each mood anchor (softmax of cosine)."""
         e = nn.functional.normalize(embedding.float(), dim=-1)
         a = nn.functional.normalize(self.anchor_embeddings.float(), dim=-1)
-        return torch.softmax(e @ a.T / self.config.tau, dim=-1) @ self.anchor_va.float()
+        return torch.softmax(e @ a.T / self.config.tau, dim=-1)
+
+    def read_raw(self, embedding: torch.Tensor) -> torch.Tensor:
+        """[batch, dim] → [batch, 2]: the anchors' (valence, arousal), weighted by similarity."""
+        return self.weights(embedding) @ self.anchor_va.float()
+
+    def reading_variance(self, embedding: torch.Tensor) -> torch.Tensor:
+        """[batch, dim] → [batch, 2]: how far apart the anchors it reads are, per axis (calibrated units).
+        Mixed cues ("a sunny funeral") weigh anchors far apart: a wide reading, so a wide plan."""
+        w, va = self.weights(embedding), self.anchor_va.float()
+        mean = w @ va
+        var = w @ va**2 - mean**2
+        d_v, d_a = self.config.reading[1], self.config.reading[3]
+        return var.clamp(min=0) / torch.tensor([d_v**2, d_a**2])
+
+    def words(self, embedding: torch.Tensor, k: int = 3) -> list[tuple[str, ...]]:
+        """The `k` mood words each vibe reads as most, nearest first."""
+        if not self.config.anchor_words:
+            return [()] * len(embedding)
+        top = self.weights(embedding).topk(min(k, len(self.config.anchor_words)), dim=-1).indices
+        return [tuple(self.config.anchor_words[int(i)] for i in row) for row in top]
 
     def read(self, embedding: torch.Tensor) -> torch.Tensor:
         """[batch, dim] → [batch, 2] calibrated (valence, arousal) in [−1, 1]."""
@@ -114,14 +139,41 @@ class VibePlanner(ModelMixin, ConfigMixin):
         def linear(coef) -> torch.Tensor:
             return coef[0] + coef[1] * va[:, 0] + coef[2] * va[:, 1]
 
+        def sd(coef, slopes) -> torch.Tensor:
+            spread = (torch.tensor(slopes[1:]) ** 2 * self.reading_variance(embedding)).sum(-1)
+            return (coef[0] ** 2 + coef[1] * spread).sqrt()
+
         normal = torch.distributions.Normal(0.0, 1.0)
+        log_bpm, energy_z = linear(self.config.log_bpm), linear(self.config.energy)
         return {
             "valence": va[:, 0],
             "arousal": va[:, 1],
-            "bpm": linear(self.config.log_bpm).exp(),
+            "bpm": log_bpm.exp(),
             "p_major": torch.sigmoid(linear(self.config.major)),
-            "energy": normal.cdf(linear(self.config.energy)),
+            "energy": normal.cdf(energy_z),
+            "log_bpm": log_bpm,
+            "log_bpm_sd": sd(self.config.log_bpm_sd, self.config.log_bpm),
+            "energy_z": energy_z,
+            "energy_sd": sd(self.config.energy_sd, self.config.energy),
         }
+
+    def distributions(self, embedding: torch.Tensor) -> list[PlanDistribution]:
+        """[batch, dim] → each vibe's plan as a distribution (model/plans.py)."""
+        out = {k: v.tolist() for k, v in self(embedding).items()}
+        return [
+            PlanDistribution(
+                log_bpm=out["log_bpm"][i],
+                log_bpm_sd=out["log_bpm_sd"][i],
+                energy_z=out["energy_z"][i],
+                energy_sd=out["energy_sd"][i],
+                p_major=out["p_major"][i],
+                log_bpm_scale=self.config.log_bpm_scale,
+                valence=out["valence"][i],
+                arousal=out["arousal"][i],
+                words=words,
+            )
+            for i, words in enumerate(self.words(embedding))
+        ]
 
     def progression(self, major: bool, rng: np.random.Generator) -> torch.Tensor:
         """A progression the corpus holds for this mode, relative to C ([beats, 12] of ±1), drawn by `rng`."""
@@ -180,12 +232,42 @@ class VibePlanner(ModelMixin, ConfigMixin):
             scale = y.std() / max(pred.std(), 1e-6)  # the plan spans the corpus, not its conditional mean
             return (float(y.mean() - scale * fit.coef_ @ truth.mean(0)), *(float(c) * scale for c in fit.coef_))
 
-        energy = cache["energy"].numpy().clip(0.005, 0.995)
-        mode = LogisticRegression().fit(truth, cache["major"].numpy() > 0.5)
+        log_bpm = np.log(cache["bpm"].numpy())
+        energy = norm.ppf(cache["energy"].numpy().clip(0.005, 0.995))
         planner.register_to_config(
             reading=tuple(reading),
-            log_bpm=spread_matched(np.log(cache["bpm"].numpy())),
-            energy=spread_matched(norm.ppf(energy)),
-            major=(float(mode.intercept_[0]), *map(float, mode.coef_[0])),
+            log_bpm=spread_matched(log_bpm),
+            energy=spread_matched(energy),
+            log_bpm_scale=float(log_bpm.std()),
         )
+        # P(major) from what the planner reads in the captions, not from the clips' true valence/arousal:
+        # a text reading is noisier than the truth, and a fit on the truth was overconfident on text
+        # (held out, P(major) 0.1 came true 38 % of the time)
+        readings = torch.cat([planner.read(captions[:, k]) for k in range(captions.shape[1])]).numpy()
+        mode = LogisticRegression().fit(readings, np.tile(cache["major"].numpy() > 0.5, captions.shape[1]))
+        planner.register_to_config(major=(float(mode.intercept_[0]), *map(float, mode.coef_[0])))
+        # the plan's spread, fit by likelihood of each clip's metas given each of its captions' readings
+        planned = [planner(captions[:, k]) for k in range(captions.shape[1])]
+        variance = torch.cat([planner.reading_variance(captions[:, k]) for k in range(captions.shape[1])]).numpy()
+        for name, y in (("log_bpm", log_bpm), ("energy", energy)):
+            mean = torch.cat([p["log_bpm" if name == "log_bpm" else "energy_z"] for p in planned]).numpy()
+            slopes = np.array(planner.config.log_bpm[1:] if name == "log_bpm" else planner.config.energy[1:])
+            s0, k = fit_spread(np.tile(y, captions.shape[1]), mean, variance @ slopes**2)
+            planner.register_to_config(**{f"{name}_sd": (s0, k)})
         return planner
+
+
+def fit_spread(y: np.ndarray, mean: np.ndarray, spread: np.ndarray) -> tuple[float, float]:
+    """Maximum-likelihood (s0, k) of y ~ N(mean, s0² + k · spread), k ≥ 0: a floor of spread for every
+    vibe plus a share that grows with how mixed its reading is."""
+    from scipy.optimize import minimize
+
+    r2 = (y - mean) ** 2
+
+    def nll(theta: np.ndarray) -> float:
+        var = np.exp(2 * theta[0]) + np.exp(theta[1]) * spread
+        return float(0.5 * np.mean(np.log(var) + r2 / var))
+
+    start = np.array([0.5 * np.log(r2.mean()), np.log(1e-3)])
+    best = minimize(nll, start, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-8, "maxiter": 2000}).x
+    return float(np.exp(best[0])), float(np.exp(best[1]))
