@@ -39,8 +39,20 @@ from pydantic import Field
 from bayes_beats.api.catalog import load_catalog
 from bayes_beats.api.guard import GuardMiddleware
 from bayes_beats.api.imagevibe import ImageError, Vibe, vibe_of_file
+from bayes_beats.api.listeners import Listeners, ListenerStore, listener_routes
 from bayes_beats.api.requestlog import Generation, RequestLog
-from bayes_beats.api.schemas import Rendered, RenderRequest, encode_wav, variations_json
+from bayes_beats.api.schemas import (
+    Bpm,
+    Energy,
+    Keyscale,
+    Listener,
+    NumVariations,
+    Rendered,
+    RenderJob,
+    RenderRequest,
+    encode_wav,
+    variations_json,
+)
 
 HERE = Path(__file__).parent
 log = logging.getLogger("bentoml.bayes_beats")  # under BentoML's server logging
@@ -60,8 +72,11 @@ CLAP_TAG = getattr(BUILT_WITH, "clap_tag", "bayes-beats-clap:latest")
 DRAIN_TIMEOUT_S = float(os.environ.get("BAYES_BEATS_DRAIN_TIMEOUT_S", "300"))  # renderer waits for the API
 CATALOG = load_catalog(os.environ.get("BAYES_BEATS_CATALOG", str(HERE / "catalog")))
 
+LISTENERS = Listeners(ListenerStore(REQUEST_LOG) if REQUEST_LOG != "off" else None)
+
 page = FastAPI(title="Bayes' Beats page and catalog", openapi_url=None, docs_url=None, redoc_url=None)
 page.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+listener_routes(page, LISTENERS)  # POST /feedback, GET and DELETE /listener/{listener}
 
 
 @page.get("/")
@@ -203,8 +218,9 @@ class Renderer:
 
     # max_latency_ms bounds queueing + a batch (a 10-s clip takes ~0.4 s alone); past it BentoML answers 503
     @bentoml.api(batchable=MAX_BATCH > 1, max_batch_size=max(MAX_BATCH, 2), max_latency_ms=60_000)
-    def render(self, requests: list[RenderRequest]) -> list[Rendered]:
-        """Requests that share duration/variations/temperature/bpm/key/energy go through the pipeline together."""
+    def render(self, requests: list[RenderJob]) -> list[Rendered]:
+        """Requests that share duration/variations/temperature/bpm/key/energy/taste go through the pipeline
+        together."""
         out: list[Rendered | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, request in enumerate(requests):
@@ -212,6 +228,7 @@ class Renderer:
         sr = self.generator.sample_rate
         for indices in groups.values():
             first = requests[indices[0]]
+            taste = getattr(first, "taste", None)  # (a plain RenderRequest in-process: anonymous)
             audio, plans = self.generator.generate_with_plans(  # plans returned, not read from shared state
                 [requests[i].prompt for i in indices],
                 first.duration_s,
@@ -221,6 +238,7 @@ class Renderer:
                 bpm=first.bpm,
                 keyscale=first.keyscale,
                 energy=first.energy,
+                **({"taste": taste} if taste is not None else {}),
             )
             for row, i in enumerate(indices):
                 mine = plans[row * first.num_variations : (row + 1) * first.num_variations]
@@ -231,6 +249,8 @@ class Renderer:
                     keyscale=[p["keyscale"] for p in mine],
                     energy=[round(p["energy"], 3) for p in mine],
                     model_version=self.version,
+                    features=[p.get("features") for p in mine],
+                    plan=mine[0].get("plan"),
                 )
         return out  # type: ignore[return-value]
 
@@ -253,6 +273,7 @@ class BayesBeats:
         self._limits: dict | None = None
         clap_dir = CLAP_DIR if CLAP_DIR is not None else self.clap_model.path
         self.request_log = RequestLog(REQUEST_LOG, clap_dir) if REQUEST_LOG != "off" else None
+        LISTENERS.start()  # the generation-id key, read once here: a generation never waits on the database
 
     async def __is_ready__(self) -> bool:
         """Ready when the renderer is: its /readyz within 3 s (the cluster's readiness probe waits 5)."""
@@ -269,15 +290,19 @@ class BayesBeats:
         if self.request_log is not None:
             self.request_log.close(timeout_s=20)
 
-    async def _render(self, request: RenderRequest, endpoint: str, vibe: Vibe | None = None) -> Rendered:
+    async def _render(
+        self, request: RenderRequest, endpoint: str, vibe: Vibe | None = None
+    ) -> tuple[Rendered, list[str]]:
+        """The rendered takes and their ids; a listener's posterior draw tilts the plan."""
         if self._limits is None:
             self._limits = await self.renderer.to_async.limits()
         if problem := request.beyond(self._limits):  # the profile's generator limits, within the API's
             raise InvalidArgument(problem)
         started = time.perf_counter()
+        job = RenderJob(**request.model_dump(exclude={"listener"}), taste=await LISTENERS.taste_for(request))
         for attempt in range(3):
             try:
-                result = await self.renderer.to_async.render([request])
+                result = await self.renderer.to_async.render([job])
                 break
             except BentoMLException as err:
                 if err.error_code.value < 500:
@@ -306,7 +331,7 @@ class BayesBeats:
                     arousal=vibe.arousal if vibe else None,
                 )
             )
-        return rendered
+        return rendered, LISTENERS.ids_for(rendered)
 
     @bentoml.api
     async def generate(self, request: RenderRequest, /) -> Annotated[bytes, ContentType("audio/wav")]:
@@ -314,13 +339,15 @@ class BayesBeats:
         key and energy per variation for several."""
         # a root input: the JSON body is a RenderRequest, the one declaration of the fields, their limits
         # and the OpenAPI schema; BentoML validates it (a 400 naming the field) before this runs
-        rendered = await self._render(request, "generate")
+        rendered, ids = await self._render(request, "generate")
         if request.num_variations > 1:
-            return JSONResponse(variations_json(rendered, prompt=request.prompt))  # type: ignore[return-value]
+            answer = variations_json(rendered, ids, request.listener, prompt=request.prompt)
+            return JSONResponse(answer)  # type: ignore[return-value]
         headers = {
             "X-Bpm": str(rendered.bpm[0]),
             "X-Keyscale": rendered.keyscale[0],
             "X-Energy": str(rendered.energy[0]),
+            "X-Generation-Id": ids[0],  # for POST /feedback
         }
         return Response(base64.b64decode(rendered.wavs[0]), media_type="audio/wav", headers=headers)  # type: ignore[return-value]
 
@@ -337,8 +364,14 @@ class BayesBeats:
         duration_s: Annotated[float, Field(ge=1.0, le=30.0)] = 10.0,
         seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
         temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0,
+        num_variations: NumVariations = 1,
+        bpm: Bpm = None,
+        keyscale: Keyscale = None,
+        energy: Energy = None,
+        listener: Listener = None,
     ) -> dict:
-        """Image → vibe → music in one call; `caption` (e.g. a catalog caption) is added to the prompt."""
+        """Image → vibe → music in one call; `caption` (e.g. a catalog caption) is added to the prompt;
+        `bpm`, `keyscale`, `energy` nudge the plan; a `listener`'s votes tilt it."""
         from pydantic import ValidationError
 
         if caption.strip():  # the prompt's rules (no invisible characters …), named as the caption's, before decoding
@@ -348,24 +381,20 @@ class BayesBeats:
                 raise InvalidArgument("caption: " + "; ".join(e["msg"] for e in err.errors())) from None
         vibe = await _vibe(image)  # decoded in a worker thread: the event loop keeps serving
         prompt = f"{vibe.caption}. {caption.strip()}"[:500] if caption.strip() else vibe.caption
-        rendered = await self._render(_request(prompt, duration_s, seed, 1, temperature), "image", vibe)
-        return variations_json(rendered, vibe=vibe.to_dict(), prompt=prompt)
+        options = dict(num_variations=num_variations, temperature=temperature, bpm=bpm, keyscale=keyscale)
+        request = _request(prompt, duration_s, seed, energy=energy, listener=listener, **options)
+        rendered, ids = await self._render(request, "image", vibe)
+        return variations_json(rendered, ids, listener, vibe=vibe.to_dict(), prompt=prompt)
 
 
 BayesBeats.add_asgi_middleware(GuardMiddleware)
 
 
-def _request(prompt, duration_s, seed, num_variations, temperature) -> RenderRequest:
+def _request(prompt, duration_s, seed, **options) -> RenderRequest:
     from pydantic import ValidationError
 
     try:
-        return RenderRequest(
-            prompt=prompt,
-            duration_s=duration_s,
-            seed=seed,
-            num_variations=num_variations,
-            temperature=temperature,
-        )
+        return RenderRequest(prompt=prompt, duration_s=duration_s, seed=seed, **options)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise InvalidArgument(problems) from None

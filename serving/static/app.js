@@ -1,11 +1,29 @@
-// Bayes' Beats page: plain JS, no build step. One "source" (an image + its caption, or a typed vibe) is
-// rendered; "another interpretation" re-renders it with a new seed (a new variational sample).
+// Bayes' Beats page: plain JS, no build step. One "source" (an image + its caption, or a typed vibe) is rendered
+// as a few takes drawn from the vibe's plan; the page shows the reasoning (cues → valence/arousal → words →
+// plan → what each take drew), lets a person nudge the plan (tempo, mode, energy overrides), vote on takes
+// (their taste tilts the next plans) and forget their votes. body[data-state]: idle | generating | ready | error.
 const $ = (id) => document.getElementById(id);
 const DURATION_S = 10;
-let source = null;      // {kind: "image", blob, caption, url} | {kind: "text", prompt}
+const TAKES = 3;                 // several takes: the API then answers JSON with the plan and what each drew
+const LISTENER_KEY = "bayes-beats-listener";
+let source = null;               // {kind: "image", blob, caption, url} | {kind: "text", prompt}
 let seed = 0;
-let wavUrl = null;
+let takeUrls = [];
+let lastKeyscale = null;         // the first take's key: a mode nudge keeps its tonic
 
+// ---- the listener: a random token made here, kept in localStorage, never anything personal
+function newListener() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  localStorage.setItem(LISTENER_KEY, id);
+  return id;
+}
+function listener() {
+  const id = localStorage.getItem(LISTENER_KEY);
+  return id && /^[A-Za-z0-9_-]{8,64}$/.test(id) ? id : newListener();
+}
+
+// ---- HTTP
 function apiHeaders(extra = {}) {
   const key = localStorage.getItem("bayes-beats-api-key");
   return key ? { ...extra, "X-API-Key": key } : extra;
@@ -25,35 +43,122 @@ async function call(url, options = {}) {
     try {
       const body = await response.json();
       const err = Array.isArray(body) ? body[0] : body;
-      message = err.error + (err.detail ? `: ${JSON.stringify(err.detail)}` : "");
+      message = (err.error || message) + (err.detail ? `: ${JSON.stringify(err.detail)}` : "");
     } catch (_) { /* not JSON */ }
     throw new Error(message);
   }
   return response;
 }
+const postJson = (url, body) =>
+  call(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 
+// ---- small helpers
 function busy(on) {
   $("progress").hidden = !on;
-  document.body.dataset.state = on ? "generating" : document.body.dataset.state;
-  for (const b of document.querySelectorAll("button")) b.disabled = on;
+  if (on) document.body.dataset.state = "generating";
+  for (const b of document.querySelectorAll("button")) b.disabled = on || b.dataset.locked === "1";
 }
-
 function showError(message) {
   $("error").textContent = message;
   $("error").hidden = !message;
 }
-
 function base64ToBlob(b64, type) {
   const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
   return new Blob([bytes], { type });
 }
+const pct = (x) => `${Math.round(x * 100)} %`;
+const signed = (x) => `${x >= 0 ? "+" : "−"}${Math.abs(x).toFixed(2)}`;
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+}
 
-async function drawWaveform(blob) {
-  const canvas = $("waveform");
-  const ctx = canvas.getContext("2d");
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
+// ---- the reasoning panel
+function drawMeter(name, value) {  // value in [-1, 1] on an axis from -1 to 1
+  $(name).textContent = signed(value);
+  $(`${name}-dot`).style.left = `${((value + 1) / 2) * 100}%`;
+}
+
+// band {low, mid, high} on a scale lo..hi: a bar with the mid marker, and where each take landed (numbered)
+function drawBand(id, band, lo, hi, label, takes) {
+  const at = (v) => `${(Math.min(Math.max((v - lo) / (hi - lo), 0), 1) * 100).toFixed(1)}%`;
+  const node = $(id);
+  const bar = node.querySelector("b"), mid = node.querySelector("i");
+  bar.style.left = at(band.low);
+  bar.style.width = `calc(${at(band.high)} - ${at(band.low)})`;
+  mid.style.left = at(band.mid);
+  node.setAttribute("aria-label", label);
+  for (const old of node.querySelectorAll("s")) old.remove();
+  const marks = new Map();  // takes that landed close together share one mark: "1·2·3"
+  for (const [i, value] of takes.entries()) {
+    const spot = Math.round(((value - lo) / (hi - lo)) * 25);
+    const mark = marks.get(spot) || { left: at(value), numbers: [] };
+    marks.set(spot, { ...mark, numbers: [...mark.numbers, i + 1] });
+  }
+  for (const { left, numbers } of marks.values()) node.append(el("s", { textContent: numbers.join("·"), style: `left: ${left}` }));
+}
+
+function showReasoning(vibe, plan, variations) {
+  const cues = vibe ? vibe.cues || {} : {};
+  $("step-cues").hidden = !vibe;
+  $("cues").replaceChildren(...Object.entries(cues).map(([name, value]) =>
+    el("li", { textContent: name === "hue_deg" ? `hue ${Math.round(value)}°` : `${name} ${value.toFixed(2)}` })));
+  $("cue-words").textContent = vibe && vibe.cue_words ? `a ${vibe.cue_words.join(", ")} scene` : "";
+  const valence = plan ? plan.valence : vibe && vibe.valence, arousal = plan ? plan.arousal : vibe && vibe.arousal;
+  $("step-va").hidden = typeof valence !== "number";
+  if (typeof valence === "number") { drawMeter("valence", valence); drawMeter("arousal", arousal); }
+  const words = plan && plan.words && plan.words.length ? plan.words : (vibe && vibe.moods) || [];
+  $("words").textContent = words.length ? words.join(" · ") : "—";
+  $("plan").hidden = !plan;
+  $("no-plan").hidden = !!plan;
+  if (!plan) return;
+  const bpm = plan.bpm, energy = plan.energy;
+  const tempoText = `${Math.round(bpm.low)}–${Math.round(bpm.high)} BPM (most likely ${Math.round(bpm.mid)})`;
+  $("tempo-text").textContent = tempoText;
+  drawBand("tempo-band", bpm, 40, 220, `tempo band ${tempoText}`, variations.map((v) => v.bpm));
+  const energyText = `${pct(energy.low)}–${pct(energy.high)} (${pct(energy.mid)})`;
+  $("energy-text").textContent = energyText;
+  drawBand("energy-band", energy, 0, 1, `energy band ${energyText}`, variations.map((v) => v.energy));
+  $("p-major").textContent = pct(plan.p_major);
+  $("entropy").textContent = typeof plan.entropy === "number" ? `· uncertainty ${plan.entropy.toFixed(2)} nats` : "";
+  if ($("tempo-auto").checked) { $("tempo").value = Math.round(bpm.mid); }
+  if ($("energy-auto").checked) { $("energy").value = Math.round(energy.mid * 100); }
+}
+
+// ---- taste: what the votes say so far
+const LEANS = { tempo: ["slower", "faster"], mode: ["more minor", "more major"], energy: ["calmer", "more intense"] };
+function showTaste(answer) {
+  const votes = answer && typeof answer.votes === "number" ? answer.votes : 0;
+  if (!votes) { $("taste").textContent = ""; return; }
+  const taste = answer.taste || {};
+  const parts = Object.entries(taste).map(([name, t]) =>
+    `${signed(t.mean)} ${name}${LEANS[name] ? ` (${LEANS[name][t.mean >= 0 ? 1 : 0]})` : ""}`);
+  $("taste").textContent = `${votes} vote${votes === 1 ? "" : "s"} · your taste: ${parts.join(", ")}`;
+}
+
+async function vote(take, value, row) {
+  for (const b of row.querySelectorAll(".vote")) { b.disabled = true; b.dataset.locked = "1"; }
   try {
-    const audio = await new AudioContext().decodeAudioData(await blob.arrayBuffer());
+    const answer = await (await postJson("/feedback", { listener: listener(), id: take.id, vote: value })).json();
+    row.querySelector(".voted").textContent = value > 0 ? "you liked this" : "not for you";
+    row.dataset.vote = String(value);
+    showTaste(answer);
+  } catch (err) {
+    for (const b of row.querySelectorAll(".vote")) { b.disabled = false; b.dataset.locked = ""; }
+    showError(`Could not record the vote: ${err.message}`);
+  }
+}
+
+// ---- takes
+// 👍 drawn, not typed: a phone or a server without an emoji font would show a box (Material "thumb_up", Apache-2.0)
+const THUMB = '<svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" fill="currentColor"><path d="M1 21h4V9H1v12zm22-11c0-1.1-.9-2-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 7.59 7.59C7.22 7.95 7 8.45 7 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z"/></svg>';
+let decoder = null;             // one AudioContext for every waveform (browsers cap how many a page may open)
+async function drawWaveform(canvas, blob) {
+  const ctx = canvas.getContext("2d");
+  try {
+    decoder ||= new AudioContext();
+    const audio = await decoder.decodeAudioData(await blob.arrayBuffer());
     const data = audio.getChannelData(0);
     const step = Math.max(1, Math.floor(data.length / canvas.width));
     ctx.fillStyle = "#f0a35e";
@@ -66,51 +171,98 @@ async function drawWaveform(blob) {
   } catch (err) { console.warn("waveform:", err); }
 }
 
-async function play(wav, meta) {
-  if (wavUrl) URL.revokeObjectURL(wavUrl);
-  wavUrl = URL.createObjectURL(wav);
-  const player = $("player");
-  player.src = wavUrl;
-  $("download").href = wavUrl;
-  $("result").hidden = false;
-  $("numbers").textContent = meta;
-  await drawWaveform(wav);
-  player.addEventListener("loadedmetadata", () => {
-    player.dataset.duration = String(player.duration);
-    document.body.dataset.state = "ready";
-  }, { once: true });
-  player.load();
-  player.play().catch(() => { /* autoplay may be refused until the user interacts */ });
+function takeRow(take, index) {
+  const blob = base64ToBlob(take.wav_base64, "audio/wav");
+  const url = URL.createObjectURL(blob);
+  takeUrls.push(url);
+  const drew = `${Math.round(take.bpm)} BPM · ${take.keyscale} · energy ${pct(take.energy)}`;
+  const audio = el("audio", { controls: true, preload: "auto", src: url });
+  audio.setAttribute("aria-label", `take ${index + 1}`);
+  const up = el("button", { type: "button", className: "vote up", innerHTML: THUMB });
+  const down = el("button", { type: "button", className: "vote down", innerHTML: THUMB });
+  up.setAttribute("aria-label", "vote up");
+  down.setAttribute("aria-label", "vote down");
+  const canvas = el("canvas", { width: 320, height: 40 });
+  canvas.setAttribute("aria-hidden", "true");
+  const row = el("li", { className: "take" },
+    el("div", { className: "take-head" }, el("strong", { textContent: `Take ${index + 1}` }),
+      el("span", { className: "drew", textContent: drew })),
+    canvas, audio,
+    el("div", { className: "take-actions" }, up, down, el("span", { className: "voted muted" }),
+      el("a", { href: url, download: `bayes-beats-take-${index + 1}.wav`, textContent: "⬇ WAV" })));
+  if (take.features) row.dataset.features = take.features.map((f) => f.toFixed(2)).join(",");
+  if (take.id) {
+    up.addEventListener("click", () => vote(take, 1, row));
+    down.addEventListener("click", () => vote(take, -1, row));
+  } else {  // an older server: no generation ids, no votes
+    for (const b of [up, down]) { b.dataset.locked = "1"; b.title = "this server does not take votes"; }
+  }
+  drawWaveform(canvas, blob);
+  const loaded = new Promise((resolve) => {
+    audio.addEventListener("loadedmetadata", () => { audio.dataset.duration = String(audio.duration); resolve(); }, { once: true });
+    audio.addEventListener("error", resolve, { once: true });
+  });
+  return { row, loaded };
 }
 
+async function showTakes(variations) {
+  for (const url of takeUrls) URL.revokeObjectURL(url);
+  takeUrls = [];
+  const made = variations.map(takeRow);
+  $("takes").replaceChildren(...made.map((m) => m.row));
+  lastKeyscale = variations.length ? variations[0].keyscale : null;
+  showNudges();
+  await Promise.all(made.map((m) => m.loaded));
+}
+
+// ---- nudges → overrides (none while "auto")
+function overrides() {
+  const out = {};
+  if (!$("tempo-auto").checked) out.bpm = Number($("tempo").value);
+  if (!$("energy-auto").checked) out.energy = Number($("energy").value) / 100;
+  const mode = $("mode").value;
+  if (mode) {  // keep the tonic the first take drew; before any take, C major / A minor
+    const tonic = lastKeyscale ? lastKeyscale.split(" ")[0] : (mode === "major" ? "C" : "A");
+    out.keyscale = `${tonic} ${mode}`;
+  }
+  return out;
+}
+
+function showNudges() {
+  const wanted = overrides();
+  $("tempo-out").textContent = wanted.bpm ? `${wanted.bpm} BPM` : "auto";
+  $("energy-out").textContent = "energy" in wanted ? pct(wanted.energy) : "auto";
+  $("mode-out").textContent = wanted.keyscale ? `→ ${wanted.keyscale}` : "";
+}
+
+// ---- rendering a source
 async function render() {
   showError("");
   busy(true);
   try {
+    const extra = { listener: listener(), num_variations: TAKES, ...overrides() };
+    let body;
     if (source.kind === "text") {
-      $("caption").textContent = source.prompt;
+      body = await (await postJson("/generate", { prompt: source.prompt, duration_s: DURATION_S, seed, ...extra })).json();
+      $("picked").removeAttribute("src");
       $("scene").textContent = "";
-      $("picked").src = "";
-      const response = await call("/generate", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ prompt: source.prompt, duration_s: DURATION_S, seed }),
-      });
-      await play(await response.blob(), `seed ${seed}`);
+      $("caption").textContent = source.prompt;
     } else {
       const form = new FormData();
       form.append("image", source.blob, "image");
       form.append("caption", source.caption || "");
       form.append("duration_s", String(DURATION_S));
       form.append("seed", String(seed));
-      const body = await (await call("/generate_from_image", { method: "POST", body: form })).json();
-      const v = body.vibe, first = body.variations[0];
+      for (const [name, value] of Object.entries(extra)) form.append(name, String(value));
+      body = await (await call("/generate_from_image", { method: "POST", body: form })).json();
       $("picked").src = source.url;
       $("scene").textContent = source.caption || "";
-      $("caption").textContent = v.caption;
-      await play(base64ToBlob(first.wav_base64, "audio/wav"),
-        `valence ${v.valence.toFixed(2)} · arousal ${v.arousal.toFixed(2)} · ${first.bpm} BPM · ${first.keyscale} · energy ${Math.round(first.energy * 100)} % · seed ${seed}`);
+      $("caption").textContent = body.vibe ? body.vibe.caption : "";
     }
+    $("result").hidden = false;
+    showReasoning(body.vibe || null, body.plan || null, body.variations || []);
+    await showTakes(body.variations || []);
+    document.body.dataset.state = "ready";
   } catch (err) {
     showError(`Could not make music: ${err.message}`);
     document.body.dataset.state = "error";
@@ -128,18 +280,21 @@ async function pickCatalog(entry) {
 
 async function loadCatalog() {
   const { images } = await (await call("/catalog")).json();
-  const grid = $("grid");
-  for (const entry of images) {
-    const figure = document.createElement("figure");
-    figure.innerHTML = `<img loading="lazy" alt=""><figcaption></figcaption>`;
-    figure.querySelector("img").src = entry.image_url;
-    figure.querySelector("img").alt = entry.caption;
-    figure.querySelector("figcaption").textContent = entry.caption;
-    figure.addEventListener("click", () => pickCatalog(entry));
-    grid.appendChild(figure);
-  }
+  $("grid").replaceChildren(...images.map((entry) => {
+    const img = el("img", { loading: "lazy", src: entry.image_url, alt: "" });
+    const pick = el("button", { type: "button", className: "pick" }, img, el("span", { textContent: entry.caption }));
+    pick.setAttribute("aria-label", `play ${entry.caption}`);
+    pick.addEventListener("click", () => pickCatalog(entry).catch((err) => showError(err.message)));
+    return el("figure", {}, pick);
+  }));
 }
 
+async function loadTaste() {
+  $("listener-id").textContent = listener();
+  try { showTaste(await (await call(`/listener/${listener()}`)).json()); } catch (_) { /* no votes yet */ }
+}
+
+// ---- wiring
 $("surprise").addEventListener("click", async () => {
   try { await pickCatalog(await (await call("/catalog/random")).json()); } catch (err) { showError(err.message); }
 });
@@ -159,6 +314,28 @@ $("text-form").addEventListener("submit", async (event) => {
   await render();
 });
 $("another").addEventListener("click", async () => { seed += 1; await render(); });
+$("nudge").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (source) await render();
+});
+for (const name of ["tempo", "energy"]) {  // moving a slider leaves "auto"; ticking "auto" drops the override
+  $(name).addEventListener("input", () => { $(`${name}-auto`).checked = false; showNudges(); });
+  $(`${name}-auto`).addEventListener("change", showNudges);
+}
+$("mode").addEventListener("change", showNudges);
+$("forget").addEventListener("click", async () => {
+  const old = listener();
+  try {
+    await call(`/listener/${old}`, { method: "DELETE" });
+    newListener();
+    $("listener-id").textContent = listener();
+    showTaste(null);
+    for (const b of document.querySelectorAll(".take .vote")) if (b.title === "") { b.dataset.locked = ""; b.disabled = false; }
+    for (const v of document.querySelectorAll(".take .voted")) v.textContent = "";
+    $("forgotten").textContent = "Forgotten: your votes are gone, and you have a new random id.";
+  } catch (err) { showError(`Could not forget: ${err.message}`); }
+});
 
-document.body.dataset.state = "idle";
+showNudges();
+loadTaste();
 loadCatalog().catch((err) => showError(`Catalog unavailable: ${err.message}`));

@@ -326,8 +326,7 @@ def run(params: Params) -> None:
             (tmp / "vocabulary.txt").write_text("\n".join(training_vocabulary()) + "\n")
         with atomic_path(paths.EVAL_SPECTROGRAMS) as png:  # a DVC image plot: base row vs finetuned row
             spectrogram_grid(listened, 22050 if params.model.profile == "tiny" else 48000, png)
-        flat = tracking.flatten(results)
-        mlflow.log_metrics({k: float(v) for k, v in flat.items() if v not in ("None", "nan")})
+        mlflow.log_metrics(tracking.numeric(results))
         mlflow.log_artifacts(str(paths.EVAL_REPORTS), artifact_path="eval")  # WAVs play in the MLflow UI
         mlflow.log_artifact(str(paths.EVAL_PER_MOOD))
         mlflow.log_artifact(str(paths.EVAL_SPECTROGRAMS))

@@ -4,13 +4,17 @@ Evidently report + tests on the request log (bayes_beats.api.requestlog) against
 `evaluate` stage writes (the fine-tuned model's eval generations in the log's columns): drift of prompt
 descriptors (length, words, out-of-vocabulary rate against the training captions) and of the audio's
 features (bpm, mode, loudness, brightness, onset rate, clap_local), plus floors and ceilings on the
-CLAP score, latency and OOV rate. Writes reports/monitor.html + .json and metrics/monitor.json; exits 1
-when a test fails, so the Kubernetes CronJob alerts by its exit status."""
+CLAP score, latency and OOV rate. When the log is a database (not the CSV sample), also the listeners'
+votes (bayes_beats.api.listeners): the like-rate (share of up votes), votes per day, and a test that the
+last day's like-rate is not below `min_like_rate_ratio` of the 7 days' before. Writes reports/monitor.html
++ .json and metrics/monitor.json; exits 1 when a test fails, so the Kubernetes CronJob alerts by its exit
+status."""
 
 from __future__ import annotations
 
 import logging
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -26,25 +30,82 @@ REFERENCE = paths.EVAL_REQUESTS
 VOCABULARY = paths.EVAL_VOCABULARY
 AUDIO_COLUMNS = ["bpm", "loudness_lufs", "centroid_hz", "onset_rate", "clap_local"]
 PROMPT_COLUMNS = ["prompt_chars", "prompt_words", "oov_pct"]
+VOTE_DAYS = 8  # votes read back: the last day against the 7 before it (whatever window_hours says)
+MIN_VOTES = 10  # in each of the two periods, for the like-rate comparison to mean something
 
 
 class MonitorAlert(Exception):
     """A monitoring test failed: the message names which; the exit status is 1."""
 
 
-def load_current(mp: MonitorParams) -> pd.DataFrame:
-    """The request log (SQLite path or SQLAlchemy URL; `env:NAME` reads it from that environment variable,
-    so a database password stays out of params and logs) or a CSV export of it."""
+def log_location(mp: MonitorParams) -> str:
+    """The request log's location: `env:NAME` reads it from that environment variable, so a database
+    password stays out of params and logs."""
     location = mp.requests
     if location.startswith("env:"):
         location = os.environ.get(location.removeprefix("env:"), "")
         if not location:
             raise FileNotFoundError(f"monitor.requests is {mp.requests} but that variable is not set")
+    return location
+
+
+def load_current(mp: MonitorParams) -> pd.DataFrame:
+    """The request log (SQLite path or SQLAlchemy URL) or a CSV export of it."""
+    location = log_location(mp)
     if location.endswith(".csv"):
         if not Path(location).is_file():
             raise FileNotFoundError(f"no request sample at {location}")
         return pd.read_csv(location)
     return read_requests(location, mp.window_hours or None)
+
+
+def vote_stats(votes: pd.DataFrame, now: datetime | None = None) -> dict:
+    """Like-rate (share of up votes) overall, for the last 24 h and for the days before; votes per day."""
+    now = now or datetime.now(UTC)
+    last_day = votes["ts"] >= now - timedelta(days=1)
+
+    def rate(frame: pd.DataFrame) -> float | None:
+        return round(float((frame["vote"] > 0).mean()), 4) if len(frame) else None
+
+    per_day = votes.groupby(votes["ts"].dt.strftime("%Y-%m-%d")).size()
+    return {
+        "votes": len(votes),
+        "listeners": int(votes["listener"].nunique()),
+        "like_rate": rate(votes),
+        "like_rate_last_day": rate(votes[last_day]),
+        "like_rate_before": rate(votes[~last_day]),
+        "votes_last_day": int(last_day.sum()),
+        "votes_before": int((~last_day).sum()),
+        "votes_per_day": {day: int(n) for day, n in per_day.items()},
+    }
+
+
+def like_rate_failure(stats: dict, min_ratio: float) -> str | None:
+    """The like-rate test: the last day's at least `min_ratio` × the days' before (with MIN_VOTES in each)."""
+    last, before = stats["like_rate_last_day"], stats["like_rate_before"]
+    if stats["votes_last_day"] < MIN_VOTES or stats["votes_before"] < MIN_VOTES or not before:
+        return None
+    if last < min_ratio * before:
+        return (
+            f"like_rate: the last day's {last:.2f} ({stats['votes_last_day']} votes) is below {min_ratio} × the "
+            f"previous days' {before:.2f} ({stats['votes_before']} votes)"
+        )
+    return None
+
+
+def check_votes(mp: MonitorParams) -> tuple[dict | None, str | None, bool]:
+    """(vote stats or None with a note, the like-rate failure if any, whether the test ran)."""
+    from bayes_beats.api.listeners import read_votes
+
+    location = log_location(mp)
+    if location.endswith(".csv"):
+        return {"note": "votes are read from the service's database, not from a CSV sample: not monitored"}, None, False
+    votes = read_votes(location, since_hours=VOTE_DAYS * 24)
+    if votes is None or votes.empty:
+        return {"votes": 0, "note": "no votes in the log"}, None, False
+    stats = vote_stats(votes)
+    ran = stats["votes_last_day"] >= MIN_VOTES and stats["votes_before"] >= MIN_VOTES
+    return stats, like_rate_failure(stats, mp.min_like_rate_ratio), ran
 
 
 def oov_descriptor(vocabulary: set[str]):
@@ -121,22 +182,27 @@ def run(params: Params) -> None:
         snapshot.save_json(str(tmp))
     tests = snapshot.dict()["tests"]
     failed = [f"{t['name']}: {t['description']}" for t in tests if str(t["status"]).endswith("FAIL")]
+    votes, like_rate_failed, like_rate_tested = check_votes(mp)
+    log.info("monitor: votes %s", votes)
+    failed += [like_rate_failed] if like_rate_failed else []
+    n_tests = len(tests) + like_rate_tested
     write_json(
         paths.MONITOR_METRICS,
         {
             "requests": len(current),
             "reference": len(reference),
-            "tests": len(tests),
+            "tests": n_tests,
             "failed": len(failed),
             "failures": failed,
             "unmeasured": sorted(unmeasured),
             "clap_local_mean": _mean(current, "clap_local"),
             "latency_p95_s": _quantile(current, "latency_s", 0.95),
+            "votes": votes,
         },
     )
     if failed:
-        raise MonitorAlert(f"{len(failed)} of {len(tests)} tests failed ({REPORT}): " + "; ".join(failed))
-    log.info("monitor: all %d tests passed (%s)", len(tests), REPORT)
+        raise MonitorAlert(f"{len(failed)} of {n_tests} tests failed ({REPORT}): " + "; ".join(failed))
+    log.info("monitor: all %d tests passed (%s)", n_tests, REPORT)
 
 
 def _empty(frame: pd.DataFrame, column: str) -> bool:

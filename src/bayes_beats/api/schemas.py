@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bayes_beats.music.audio import wav_bytes
 from bayes_beats.music.theory import KEYSCALE_PATTERN
 
+LISTENER_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"  # what a client names itself: opaque, no personal data
+MAX_ID_CHARS = 256  # a generation id (listeners.GenerationIds: ~110 characters)
+
 # The API's request limits, declared once: RenderRequest is what POST /generate takes (its OpenAPI schema)
 # and what the renderer receives; the image endpoint reuses these types. They sit within the generator's
 # own limits (ModelParams, per profile), which the API checks too (`RenderRequest.beyond`).
@@ -25,6 +28,13 @@ Bpm = Annotated[float | None, Field(ge=40, le=220, description="fix the tempo in
 Keyscale = Annotated[str | None, Field(pattern=KEYSCALE_PATTERN, description='fix the key, e.g. "A minor"')]
 Energy = Annotated[
     float | None, Field(ge=0.0, le=1.0, description="fix the energy: a percentile of the corpus's (0 calm, 1 intense)")
+]
+Listener = Annotated[
+    str | None,
+    Field(
+        pattern=LISTENER_PATTERN,
+        description="who listens (8-64 of A-Z a-z 0-9 _ -): their votes tilt the plan; none = anonymous",
+    ),
 ]
 
 
@@ -42,6 +52,7 @@ class RenderRequest(BaseModel):
     bpm: Bpm = None
     keyscale: Keyscale = None
     energy: Energy = None
+    listener: Listener = None
 
     @field_validator("prompt")
     @classmethod
@@ -80,6 +91,18 @@ class RenderRequest(BaseModel):
         return (self.duration_s, self.num_variations, self.temperature, self.bpm, self.keyscale, self.energy)
 
 
+class RenderJob(RenderRequest):
+    """What the renderer receives: the request plus the listener's taste (a posterior draw in
+    `plans.FEATURES` order that tilts the plan; None = anonymous). Set by the API, never by a client."""
+
+    model_config = ConfigDict(title="RenderJob")
+
+    taste: list[float] | None = Field(None, min_length=3, max_length=3)
+
+    def group_key(self) -> tuple:
+        return (*super().group_key(), tuple(self.taste) if self.taste is not None else None)
+
+
 class Rendered(BaseModel):
     sample_rate: int
     wavs: list[str]  # base64 WAV per variation
@@ -87,21 +110,44 @@ class Rendered(BaseModel):
     keyscale: list[str]
     energy: list[float]
     model_version: str
+    features: list[list[float] | None] = []  # per take, its taste features (plans.FEATURES)
+    plan: dict | None = None  # the summary of the (first) take's plan; None for a model without one
+
+
+class Feedback(BaseModel):
+    """POST /feedback: a listener's vote on a take (its variation id)."""
+
+    model_config = ConfigDict(title="Feedback", extra="forbid")
+
+    listener: Annotated[str, Field(pattern=LISTENER_PATTERN)]
+    id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+    vote: Annotated[int, Field(strict=True, description="1 (up) or -1 (down)")]
+
+    @field_validator("vote")
+    @classmethod
+    def _up_or_down(cls, vote: int) -> int:
+        if vote not in (1, -1):
+            raise ValueError("vote is 1 (up) or -1 (down)")
+        return vote
 
 
 def encode_wav(audio: np.ndarray, sample_rate: int) -> str:
     return base64.b64encode(wav_bytes(audio, sample_rate)).decode("ascii")
 
 
-def variations_json(rendered: Rendered, **extra: object) -> dict:
-    return {
+def variations_json(rendered: Rendered, ids: list[str], listener: str | None = None, **extra: object) -> dict:
+    """The JSON answer: per variation its id (for /feedback), plan and features and WAV; the vibe's plan."""
+    features = rendered.features or [None] * len(rendered.wavs)
+    answer = {
         "sample_rate": rendered.sample_rate,
         "model_version": rendered.model_version,
         "variations": [
-            {"wav_base64": wav, "bpm": bpm, "keyscale": key, "energy": energy}
-            for wav, bpm, key, energy in zip(
-                rendered.wavs, rendered.bpm, rendered.keyscale, rendered.energy, strict=True
+            {"id": id_, "wav_base64": wav, "bpm": bpm, "keyscale": key, "energy": energy, "features": feats}
+            for id_, wav, bpm, key, energy, feats in zip(
+                ids, rendered.wavs, rendered.bpm, rendered.keyscale, rendered.energy, features, strict=True
             )
         ],
+        "plan": rendered.plan,
         **extra,
     }
+    return answer | ({"listener": listener} if listener else {})

@@ -207,6 +207,7 @@ class MonitorParams(Section):
     clap_floor: float = 0.05  # mean clap_local of the answers
     max_latency_p95_s: float = Field(15.0, gt=0)
     max_oov_pct: float = Field(40.0, ge=0, le=100)  # mean share of prompt words never seen in training captions
+    min_like_rate_ratio: float = Field(0.5, ge=0, le=1)  # last day's share of up votes / the 7 days' before
 
 
 # `register` is the stage's name; pydantic warns that it shadows ABCMeta.register, which no caller uses

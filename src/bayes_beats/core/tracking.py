@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import subprocess
 import urllib.request
@@ -48,6 +49,19 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
             out |= flatten(value, f"{name}.")
         else:
             out[name] = str(value)
+    return out
+
+
+def numeric(tree: dict) -> dict[str, float]:
+    """The finite numbers of a nested metrics tree, by dotted name (tables and words are left out)."""
+    out = {}
+    for name, text in flatten(tree).items():
+        try:
+            value = float(text)
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            out[name] = value
     return out
 
 
