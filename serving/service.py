@@ -50,9 +50,11 @@ from bayes_beats.api.schemas import (
     Rendered,
     RenderJob,
     RenderRequest,
+    Temperature,
     encode_wav,
     variations_json,
 )
+from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 
 HERE = Path(__file__).parent
 log = logging.getLogger("bentoml.bayes_beats")  # under BentoML's server logging
@@ -363,7 +365,7 @@ class BayesBeats:
         caption: Annotated[str, Field(max_length=500)] = "",
         duration_s: Annotated[float, Field(ge=1.0, le=30.0)] = 10.0,
         seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
-        temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0,
+        temperature: Temperature = DEFAULT_TEMPERATURE,
         num_variations: NumVariations = 1,
         bpm: Bpm = None,
         keyscale: Keyscale = None,

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 from bayes_beats.music.audio import wav_bytes
 from bayes_beats.music.theory import KEYSCALE_PATTERN
 
@@ -23,7 +24,10 @@ Prompt = Annotated[str, Field(min_length=1, max_length=500, description="the vib
 DurationS = Annotated[float, Field(ge=1.0, le=30.0, description="seconds of audio (the profile may narrow this)")]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 NumVariations = Annotated[int, Field(ge=1, le=4, description="variational samples of the same vibe")]
-Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="0 = the deterministic mean embedding")]
+Temperature = Annotated[
+    float,
+    Field(ge=0.0, le=2.0, description="how far takes spread over the vibe's plan: 0 its mode, 1 its calibrated spread"),
+]
 Bpm = Annotated[float | None, Field(ge=40, le=220, description="fix the tempo instead of the planner's")]
 Keyscale = Annotated[str | None, Field(pattern=KEYSCALE_PATTERN, description='fix the key, e.g. "A minor"')]
 Energy = Annotated[
@@ -48,7 +52,7 @@ class RenderRequest(BaseModel):
     duration_s: DurationS = 10.0
     seed: Seed = 0
     num_variations: NumVariations = 1
-    temperature: Temperature = 1.0
+    temperature: Temperature = DEFAULT_TEMPERATURE
     bpm: Bpm = None
     keyscale: Keyscale = None
     energy: Energy = None

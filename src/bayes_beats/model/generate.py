@@ -11,7 +11,7 @@ import torch
 
 from bayes_beats.core.config import ModelParams
 from bayes_beats.model.pipeline import Plan, VibePipeline
-from bayes_beats.model.plans import FEATURES, PlanDistribution
+from bayes_beats.model.plans import DEFAULT_TEMPERATURE, FEATURES, PlanDistribution
 from bayes_beats.model.sketch import DEFAULT_DEGREES, chords_of, transpose
 from bayes_beats.music.theory import PITCH_CLASSES, metas_in_text, parse_keyscale
 
@@ -197,7 +197,7 @@ class Generator:
         duration_s: float,
         seed: int | list[int],
         num_variations: int = 1,
-        temperature: float = 1.0,
+        temperature: float = DEFAULT_TEMPERATURE,
         bpm: float | None = None,
         keyscale: str | None = None,
         energy: float | None = None,

@@ -23,6 +23,9 @@ from scipy.stats import norm, qmc
 
 FEATURES = ("tempo", "mode", "energy")  # a take's taste features, in this order
 INTERVAL = 0.8  # the plan's band on the page and in the calibration check: its central 80 %
+# Takes drawn at 1 span the calibrated plan, and cost ~20 % clap_local (a take far from the words' centre
+# matches them less); at 0.4 they still spread 1.9–2.7× what seeds alone do, at ~2–6 % (docs/bayes.md)
+DEFAULT_TEMPERATURE = 0.4
 
 
 def _logit(p: float) -> float:

@@ -7,6 +7,7 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 from bayes_beats.music.audio import wav_bytes
 
 
@@ -19,7 +20,7 @@ class BayesBeatsModel(PythonModel):
         self.generator = load_generator(context.artifacts["model_dir"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        temperature = float((params or {}).get("temperature", 1.0))
+        temperature = float((params or {}).get("temperature", DEFAULT_TEMPERATURE))
         rows = []
         for row in model_input.itertuples():
             audio, plans = self.generator.generate_with_plans(
@@ -41,5 +42,5 @@ SIGNATURE = ModelSignature(
             ColSpec("double", "energy"),
         ]
     ),
-    params=ParamSchema([ParamSpec("temperature", "double", 1.0)]),
+    params=ParamSchema([ParamSpec("temperature", "double", DEFAULT_TEMPERATURE)]),
 )
