@@ -68,9 +68,7 @@ def run(params: Params) -> None:
     transformer.add_adapter(lora_config)
     cache, index = load_cache(CACHE)
     prompt_head = VariationalPromptHead(embed_dim=cache["embeddings"].shape[-1], prior_std=fp.prior_std)
-    planner = VibePlanner.fit(
-        cache, index["keyscale"], params.sample.clip_seconds, anchor_words=tuple(mood_anchors())
-    )
+    planner = VibePlanner.fit(cache, index["keyscale"], params.sample.clip_seconds, anchor_words=tuple(mood_anchors()))
     del cache
     denoiser = Denoiser(
         transformer,
