@@ -19,8 +19,10 @@ PLAN = PlanDistribution(
 
 def test_takes_are_stratified_draws_and_temperature_zero_is_the_mode():
     draws = PLAN.draws(4, 1.0, np.random.default_rng(0))
-    quantiles = norm.cdf((np.log([d[0] for d in draws]) - PLAN.log_bpm) / PLAN.log_bpm_sd)
-    assert sorted(np.floor(quantiles * 4).astype(int)) == [0, 1, 2, 3]  # one take per quarter of the tempo plan
+    assert draws[0] == PLAN.mode()  # the first take is the most likely reading
+    quantiles = norm.cdf((np.log([d[0] for d in draws[1:]]) - PLAN.log_bpm) / PLAN.log_bpm_sd)
+    assert sorted(np.floor(quantiles * 3).astype(int)) == [0, 1, 2]  # the others: one per third of the tempo plan
+    assert PLAN.draws(1, 1.0, np.random.default_rng(0)) == [PLAN.mode()]
     assert PLAN.draws(3, 0.0, np.random.default_rng(0)) == [PLAN.mode()] * 3
     assert PLAN.mode()[0] == pytest.approx(110) and PLAN.mode()[1] is True
     assert np.allclose(PLAN.features(*PLAN.mode())[[0, 2]], 0) and PLAN.features(*PLAN.mode())[1] == pytest.approx(0.6)

@@ -184,7 +184,7 @@ class EvaluateParams(Section):
     seconds: float = Field(10.0, gt=0)
     seed: int = 0
     num_variations: int = Field(4, ge=2)
-    temperature: float = Field(0.4, gt=0)  # the takes' (model/plans.py DEFAULT_TEMPERATURE)
+    temperature: float = Field(0.6, gt=0)  # the takes' (model/plans.py DEFAULT_TEMPERATURE)
     diversity_prompts: int = Field(6, ge=1)
 
 

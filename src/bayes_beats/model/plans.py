@@ -24,8 +24,9 @@ from scipy.stats import norm, qmc
 FEATURES = ("tempo", "mode", "energy")  # a take's taste features, in this order
 INTERVAL = 0.8  # the plan's band on the page and in the calibration check: its central 80 %
 # Takes drawn at 1 span the calibrated plan, and cost ~20 % clap_local (a take far from the words' centre
-# matches them less); at 0.4 they still spread 1.9–2.7× what seeds alone do, at ~2–6 % (docs/bayes.md)
-DEFAULT_TEMPERATURE = 0.4
+# matches them less); at 0.6, with the first take on the mode, they spread 2–3× what seeds alone do, at
+# ~2 % (docs/bayes.md)
+DEFAULT_TEMPERATURE = 0.6
 
 
 def _logit(p: float) -> float:
@@ -76,11 +77,15 @@ class PlanDistribution:
         return math.exp(self.log_bpm), self.p_major > 0.5, float(norm.cdf(self.energy_z))
 
     def draws(self, n: int, temperature: float, rng: np.random.Generator) -> list[tuple[float, bool, float]]:
-        """`n` stratified draws (bpm, major, energy percentile): one per row of a Latin hypercube, so the
-        takes cover the plan's range; `temperature` scales the Gaussians' sd and sharpens (< 1) or
-        flattens (> 1) the mode's odds. Temperature 0 gives the mode n times."""
-        if temperature == 0:
+        """`n` takes (bpm, major, energy percentile): the first plays the plan's mode (the most likely
+        reading: a single take is the vibe's best guess), the others are stratified draws, one per row of a
+        Latin hypercube, so together they cover the plan's range. `temperature` scales the Gaussians' sd
+        and sharpens (< 1) or flattens (> 1) the mode's odds; 0 gives the mode n times."""
+        if temperature == 0 or n == 1:
             return [self.mode()] * n
+        return [self.mode(), *self._stratified(n - 1, temperature, rng)]
+
+    def _stratified(self, n: int, temperature: float, rng: np.random.Generator) -> list[tuple[float, bool, float]]:
         u = qmc.LatinHypercube(d=3, seed=rng).random(n).clip(1e-4, 1 - 1e-4)
         p_major = _sigmoid(_logit(self.p_major) / temperature)
         return [
