@@ -17,6 +17,7 @@ from pathlib import Path
 from bayes_beats import load_generator
 from bayes_beats.evaluate import vibe_prompts
 from bayes_beats.model.listeners import Simulation, simulate
+from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 
 OUT = Path("bench/listeners.json")
 PLOT = Path("bench/listeners.png")
@@ -47,7 +48,8 @@ def main(model_dir: str = "models/finetuned") -> dict:
     plans = gen.distributions([p["prompt"] for p in vibe_prompts()])
     if plans is None:
         raise SystemExit(f"{model_dir} has no planner: nothing to tilt")
-    sim = simulate(plans, listeners=200, rounds=10)
+    sim = simulate(plans, listeners=200, rounds=10)  # takes at the product's temperature
+    calibrated = simulate(plans, listeners=200, rounds=10, temperature=1.0)  # takes over the plan's full spread
     plot(sim, PLOT)
     registered = Path("metrics/register.json")
     version = f"v{json.loads(registered.read_text())['version']}" if registered.is_file() else model_dir
@@ -57,6 +59,13 @@ def main(model_dir: str = "models/finetuned") -> dict:
         "vibes": len(plans),
         "pairwise_accuracy": sim.accuracy,
         "agreement_with_noiseless_taste": sim.agreement,
+        "ceiling": sim.ceiling,  # the hidden taste itself on the held-out noisy choices
+        "temperature": DEFAULT_TEMPERATURE,
+        "at_temperature_1": {
+            "pairwise_accuracy": calibrated.accuracy,
+            "agreement_with_noiseless_taste": calibrated.agreement,
+            "ceiling": calibrated.ceiling,
+        },
         "regret": sim.regret,
         "regret_anonymous": sim.regret_anonymous,
         "regret_reduction_last_round": round(1 - sim.regret[-1] / sim.regret_anonymous[-1], 3),

@@ -76,7 +76,6 @@ EVAL_ROWS = (
     ("fixed metas: key right", "control.key_accuracy"),
     ("free text: tempo range covered", "plan_reading.tempo_range_coverage"),
     ("plan: tempo in its 80 % band", "plan_calibration.tempo.coverage_80"),
-    ("plan entropy, mixed − clear vibes", "plan_entropy.mixed_minus_clear"),
 )
 
 
@@ -94,9 +93,9 @@ def evaluate(m: dict) -> list[str]:
     lines += [f"{label:34}{num(dotted(base, key)):>8}{num(dotted(tuned, key)):>12}" for label, key in EVAL_ROWS]
     if takes := m.get("takes"):
         lines.append(
-            f"variations (plan draws) vs seeds alone: spread × tempo {num(takes.get('tempo_spread_ratio'))}, "
-            f"energy {num(takes.get('energy_spread_ratio'))}, mode {num(takes.get('mode_spread_ratio'))}; "
-            f"CLAP cost {num(takes.get('clap_cost_pct'))} %"
+            f"takes vs seeds alone: spread × {num(takes.get('tempo_spread_ratio'), 1)} tempo, "
+            f"{num(takes.get('energy_spread_ratio'), 1)} energy, {num(takes.get('mode_spread_ratio'), 1)} mode "
+            f"at {num(takes.get('clap_cost_pct'), 1)} % CLAP"
         )
     return lines
 

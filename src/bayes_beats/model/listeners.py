@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bayes_beats.model.plans import FEATURES, PlanDistribution
+from bayes_beats.model.plans import DEFAULT_TEMPERATURE, FEATURES, PlanDistribution
 from bayes_beats.model.taste import Taste
 
 
 def expected_features(dist: PlanDistribution, served: PlanDistribution) -> np.ndarray:
-    """E[features] of a take drawn (temperature 1) from `served`, measured against `dist`'s centre."""
+    """E[features] of a take drawn from `served` (at temperature 1), measured against `dist`'s centre."""
     return np.array(
         [
             (served.log_bpm - dist.log_bpm) / dist.log_bpm_scale,
@@ -35,6 +35,7 @@ def expected_features(dist: PlanDistribution, served: PlanDistribution) -> np.nd
 class Simulation:
     accuracy: dict[int, float]  # votes → mean held-out pairwise accuracy (the listeners' noisy choices)
     agreement: dict[int, float]  # votes → the same against their noiseless preference
+    ceiling: float  # the hidden taste itself on the noisy choices: what no posterior can beat
     regret: list[float]  # per round: mean regret of the served plan
     regret_anonymous: list[float]  # per round: mean regret of the anonymous plan
     listeners: int
@@ -50,6 +51,7 @@ def simulate(
     choice_noise: float = 0.5,
     held_out: int = 200,
     seed: int = 0,
+    temperature: float = DEFAULT_TEMPERATURE,
 ) -> Simulation:
     """Run the loop for `listeners` hidden tastes over random vibes from `plans` (see the module doc)."""
     rng = np.random.default_rng(seed)
@@ -57,17 +59,19 @@ def simulate(
     agree: dict[int, list[float]] = {c: [] for c in checkpoints}
     regret = np.zeros(rounds)
     regret_anon = np.zeros(rounds)
+    ceiling = []
     for _ in range(listeners):
         hidden = rng.normal(size=len(FEATURES))
         taste = Taste.prior()
         test = []
         for _ in range(held_out):  # held-out pairs: two anonymous takes of a random vibe, and the choice made
             dist = plans[int(rng.integers(len(plans)))]
-            a, b = (dist.features(*d) for d in dist.draws(2, 1.0, rng))
+            a, b = (dist.features(*d) for d in dist.draws(2, temperature, rng))
             test.append((a - b, (hidden @ (a - b)) + choice_noise * rng.normal() * np.sqrt(2)))
         diffs = np.array([d for d, _ in test])
         noisy = np.array([c for _, c in test]) > 0
         clean = diffs @ hidden > 0
+        ceiling.append(float(np.mean(clean == noisy)))
 
         for r in range(rounds):
             dist = plans[int(rng.integers(len(plans)))]
@@ -76,7 +80,7 @@ def simulate(
             best = hidden @ expected_features(dist, dist.tilt(hidden))
             regret[r] += best - hidden @ expected_features(dist, served)
             regret_anon[r] += best
-            x = np.array([dist.features(*d) for d in served.draws(takes, 1.0, rng)])
+            x = np.array([dist.features(*d) for d in served.draws(takes, temperature, rng)])
             utility = x @ hidden + choice_noise * rng.normal(size=takes)
             for take, vote in ((int(utility.argmax()), 1), (int(utility.argmin()), -1)):
                 taste = taste.update(x[take], vote)
@@ -87,6 +91,7 @@ def simulate(
     return Simulation(
         accuracy={c: round(float(np.mean(v)), 4) for c, v in acc.items() if v},
         agreement={c: round(float(np.mean(v)), 4) for c, v in agree.items() if v},
+        ceiling=round(float(np.mean(ceiling)), 4),
         regret=[round(float(v / listeners), 4) for v in regret],
         regret_anonymous=[round(float(v / listeners), 4) for v in regret_anon],
         listeners=listeners,
