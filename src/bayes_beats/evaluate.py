@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 from bayes_beats.core import paths, tracking
 from bayes_beats.core.atomic import atomic_dir, atomic_path, write_json, write_text
 from bayes_beats.core.config import Params
-from bayes_beats.model.calibration import calibration, plan_entropy
+from bayes_beats.model.calibration import calibration, plan_entropy, read_cache
 from bayes_beats.model.scoring import clap_scores, load_scorer
 from bayes_beats.music.analysis import extract
 from bayes_beats.music.audio import write_wav
@@ -278,9 +278,8 @@ def take_spread(model_dir: str, prompts: list[str], scorer, params: Params) -> d
     (temperature 0, the same seeds), and what the spread costs in CLAP alignment."""
     from bayes_beats.model.encoding import energy_percentile, energy_raw
     from bayes_beats.model.generate import load_generator
-    from bayes_beats.model.train import load_cache
 
-    reference = np.sort(load_cache(paths.TRAIN_CACHE)[0]["energy_raw"].numpy())
+    reference = np.sort(read_cache(paths.TRAIN_CACHE, ("energy_raw",))["energy_raw"].numpy())
     gen, ep = load_generator(model_dir), params.evaluate
     out: dict = {"prompts": len(prompts), "takes": ep.num_variations}
     for label, temperature in (("seeds", 0.0), ("plan", ep.temperature)):

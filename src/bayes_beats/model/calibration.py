@@ -31,10 +31,10 @@ def plan_prompts() -> dict[str, list[str]]:
     return json.loads(files("bayes_beats").joinpath("resources/plan_prompts.json").read_text())
 
 
-def read_cache(path: str | Path) -> dict[str, torch.Tensor]:
-    """Only what calibration needs from an `encode` cache (not the latents)."""
+def read_cache(path: str | Path, keys: tuple[str, ...] = KEYS) -> dict[str, torch.Tensor]:
+    """Only `keys` of an `encode` cache (by default what calibration needs), never the latents."""
     with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in KEYS}
+        return {k: f.get_tensor(k) for k in keys}
 
 
 def _truths(cache: dict[str, torch.Tensor], captions: int) -> dict[str, np.ndarray]:
