@@ -62,10 +62,11 @@ def unmatched_planner(planner):
 @contextlib.contextmanager
 def changed(gen, change: str):
     """The generator with one thing changed; restored after."""
-    saved = (gen.sketch_guidance, gen.params, gen.pipe.planner)
+    saved = (gen.guidance, gen.params, gen.pipe.planner)
     planner = gen.pipe.planner
-    if change.startswith("guidance="):
-        gen.sketch_guidance = float(change.split("=")[1])
+    if change.startswith(("sketch_guidance=", "beat_guidance=", "beat_guidance_above_t=")):
+        key, value = change.split("=")
+        gen.guidance = gen.guidance | {key: float(value)}
     elif change.startswith("steps="):
         gen.params = gen.params.model_copy(update={"num_inference_steps": int(change.split("=")[1])})
     elif change == "fixed I–IV–V–I chords":
@@ -77,7 +78,7 @@ def changed(gen, change: str):
     try:
         yield gen
     finally:
-        gen.sketch_guidance, gen.params, gen.pipe.planner = saved
+        gen.guidance, gen.params, gen.pipe.planner = saved
 
 
 def measure(gen, energy: float | None = None) -> dict:
@@ -106,8 +107,10 @@ def measure(gen, energy: float | None = None) -> dict:
 
 ROWS = (
     "as trained",
-    "guidance=1",
-    "guidance=2",
+    "beat_guidance=0",
+    "beat_guidance_above_t=0",
+    "sketch_guidance=1",
+    "sketch_guidance=2",
     "energy channel held at 0.5",
     "fixed I–IV–V–I chords",
     "no spread calibration",
@@ -118,7 +121,7 @@ ROWS = (
 def main() -> dict:
     gen = load_generator(paths.FINETUNED)
     results = {}
-    print(f"as trained: guidance={gen.sketch_guidance}, steps={gen.params.num_inference_steps}", flush=True)
+    print(f"as trained: {gen.guidance}, steps={gen.params.num_inference_steps}", flush=True)
     for row in ROWS:
         with changed(gen, row) as g:
             results[row] = measure(g, energy=0.5 if row.startswith("energy") else None)

@@ -170,17 +170,37 @@ def test_cache_holds_frozen_outputs_so_training_needs_no_frozen_model(tiny_proje
 def test_sketch_guidance_contrasts_the_sketch_with_the_sketch_dropped(tiny_project):
     root, _ = tiny_project
     gen = load_generator(root / "models/finetuned")
-    assert gen.sketch_guidance == gen.card["params"]["finetune"]["sketch_guidance"]
+    card = gen.card["params"]["finetune"]
+    keys = ("sketch_guidance", "beat_guidance", "beat_guidance_above_t", "beat_guidance_below_bpm")
+    assert gen.guidance == {k: card[k] for k in keys}
+    assert gen.guidance_for([60.0, 300.0])["beat_guidance"] == [card["beat_guidance"], 0.0]  # slow plans only
     kwargs = dict(duration_s=2.0, seed=3, temperature=0.0, bpm=90, keyscale="A minor", output_type="latent")
-    gen.sketch_guidance = 1.0
+    off = {"sketch_guidance": 1.0, "beat_guidance": 0.0, "beat_guidance_above_t": 0.8}
+    gen.guidance = off
     plain = gen.generate(["a calm misty lake"], **kwargs)[0][0]
-    gen.sketch_guidance = 2.0
+    gen.guidance = off | {"sketch_guidance": 2.0}
     guided = gen.generate(["a calm misty lake"], **kwargs)[0][0]
     assert np.isfinite(guided).all() and not np.allclose(plain, guided)
+    gen.guidance = off | {"sketch_guidance": 2.0, "beat_guidance": 4.0}  # steers away from double time
+    beat = gen.generate(["a calm misty lake"], **kwargs)[0][0]
+    assert np.isfinite(beat).all() and not np.allclose(beat, guided)
+    gen.guidance = off | {"sketch_guidance": 2.0, "beat_guidance": 4.0, "beat_guidance_above_t": 0.99}
+    first = gen.generate(["a calm misty lake"], **kwargs)[0][0]  # on the first step only (t = 1): in between
+    assert np.abs(first - guided).mean() < np.abs(beat - guided).mean()
     assert isinstance(gen.pipe.transformer, SketchGuidedTransformer)  # guidance is the class's, asked per call
     assert "forward" not in vars(gen.pipe.transformer) and "forward" not in vars(gen.pipe.condition_encoder)
-    gen.sketch_guidance = 1.0
+    gen.guidance = off
     assert np.array_equal(plain, gen.generate(["a calm misty lake"], **kwargs)[0][0])
+
+
+def test_double_time_doubles_the_beat_phase():
+    from bayes_beats.model.sketch import DEFAULT_DEGREES, chords_of, double_time, sketch
+
+    chords = chords_of(DEFAULT_DEGREES, 0, "major")
+    slow, fast = sketch(60.0, chords, 0.5, 200, 43.0), sketch(120.0, chords, 0.5, 200, 43.0)
+    doubled = double_time(slow)
+    assert torch.allclose(doubled[:, :6], fast[:, :6], atol=1e-4)  # the grid is the 120-BPM grid
+    assert torch.equal(doubled[:, 6:], slow[:, 6:])  # chords and energy as they were
 
 
 # ---- an untrained tiny model (constructors only, seconds to build): loading, saved layouts, concurrency
@@ -262,7 +282,7 @@ def test_concurrent_calls_on_one_pipeline_render_their_own_plans(untrained):
     """The plan travels in the call: two threads sharing a generator get what each gets alone."""
     root, _, _, _ = untrained
     gen = load_generator(root / "finetuned", device="cpu")
-    assert gen.sketch_guidance == 2.0
+    assert gen.guidance["sketch_guidance"] == 2.0
     requests = [
         dict(prompts=["a calm misty lake"], seed=1, bpm=70, keyscale="A minor"),
         dict(prompts=["happy summer beach", "dark rainy night"], seed=[2, 5], num_variations=2, temperature=1.5),
@@ -279,7 +299,9 @@ def test_concurrent_calls_on_one_pipeline_render_their_own_plans(untrained):
     for one, runs in zip(alone, together, strict=True):
         for run in runs:
             assert np.array_equal(np.array(one), np.array(run))
-    assert not {"plan", "sketch_guidance"} & set(vars(gen.pipe))  # nothing of a call is left on the pipeline
+    assert not {"plan", "guidance", "sketch_guidance"} & set(
+        vars(gen.pipe)
+    )  # nothing of a call is left on the pipeline
 
 
 def test_shared_timbre_encoding_matches_diffusers_encoder(untrained):

@@ -11,6 +11,7 @@ from bayes_beats.data.synth import plan_track, render_track
 from bayes_beats.model.generate import load_generator
 from bayes_beats.model.sketch import BEAT, CHROMA, ENERGY, HALF_BAR, SKETCH_CHANNELS, chords_of, sketch, triad
 from bayes_beats.music.analysis import beat_chords, beat_grid
+from bayes_beats.music.moods import anchor_texts, mood_anchors, scene_anchors
 from bayes_beats.music.theory import metas_in_text
 
 
@@ -76,6 +77,11 @@ def test_planner_reads_free_text_and_the_prompt_and_caller_fix_metas(tiny_projec
     fixed, _ = gen.plan(["sad strings in Bb minor at 70 BPM"], [1], 0.0, bpm=130, keyscale="E major", energy=0.9)
     assert (fixed.bpm, fixed.keyscale, fixed.energy) == ([130.0], ["E major"], [0.9])
     assert set(torch.nonzero(fixed.chords[0].max(0).values > 0).flatten().tolist()) <= set(range(12))
+    # the planner reads against the mood words and the hand-placed scenes; it names only mood words
+    texts, places = anchor_texts()
+    assert len(gen.pipe.planner.anchor_va) == len(texts) == len(mood_anchors()) + len(scene_anchors())
+    assert torch.allclose(gen.pipe.planner.anchor_va, torch.tensor(places))
+    assert gen.pipe.planner.words(gen.pipe.embed(texts[-1:]))[0][0] in mood_anchors()  # a scene is no word
 
 
 def test_energy_override_is_reported_and_changes_the_music(tiny_project):

@@ -11,6 +11,7 @@ import torch
 from conftest import BIN, free_port, project_copy
 from safetensors.torch import load_file
 
+from bayes_beats.core.config import FinetuneParams
 from bayes_beats.model.codec import SpectrogramCodec
 from bayes_beats.model.pipeline import AudioEncoder, build_tiny_denoiser, load_text_encoder
 from bayes_beats.model.train import CachedClips, Denoiser, LiveClips, make_batch
@@ -141,3 +142,58 @@ def test_checkpoints_are_stale_when_anything_in_the_cache_changes(tiny_project, 
     original = CachedClips(root / "data/encoded/train.safetensors").fingerprint()
     assert CachedClips(tmp_path / "same.safetensors").fingerprint() == original
     assert CachedClips(tmp_path / "changed.safetensors").fingerprint() != original
+
+
+class PulseClips:
+    """Clips whose only sound is a click on every beat (latent channel 0), at known tempi and phases."""
+
+    def __init__(self, bpms: list[float], frames: int = 430, frame_rate: float = 43.0) -> None:
+        self.n, self.frames = len(bpms), frames
+        self.bpm, self.origin = torch.tensor(bpms), torch.linspace(0.05, 0.4, len(bpms))
+        self.latents = torch.zeros(len(bpms), frames, 4)
+        for i, (bpm, origin) in enumerate(zip(self.bpm.tolist(), self.origin.tolist(), strict=True)):
+            beats = torch.arange(origin, frames / frame_rate, 60.0 / bpm)
+            self.latents[i, (beats * frame_rate).round().long().clamp(max=frames - 1), 0] = 1.0
+
+    def take(self, idx: torch.Tensor) -> dict:
+        b = len(idx)
+        return {
+            "latents": self.latents[idx],
+            "text_states": torch.zeros(b, 1, 2, 3),
+            "text_mask": torch.ones(b, 1, 2),
+            "embeddings": torch.zeros(b, 1, 3),
+            "bpm": self.bpm[idx].clone(),
+            "major": torch.ones(b, dtype=torch.bool),
+            "origin": self.origin[idx].clone(),
+            "chords": torch.ones(b, 16, 12),
+            "energy": torch.full((b,), 0.5),
+            "keyscale": ["C major"] * b,
+            "lyric_states": torch.zeros(1, 2, 3),
+            "lyric_mask": torch.ones(1, 2),
+        }
+
+
+def test_tempo_augmentation_moves_the_clicks_and_the_beat_grid_together():
+    """A stretched crop is the same music at another tempo: its clicks sit on the beats its new bpm and
+    origin say, the new tempo is where it was drawn, and the rest of the batch is what it would have been."""
+    clips, frame_rate = PulseClips([64.0, 90.0, 120.0, 140.0] * 4), 43.0
+    off = FinetuneParams(batch_size=16, crop_seconds=6.0)
+    on = off.model_copy(update={"tempo_augment": 1.0})
+    plain, stretched = (make_batch(clips, p, 5, 0, frame_rate, (0,), False) for p in (off, on))
+    for key in ("noise", "t"):
+        assert torch.equal(plain[key], stretched[key])
+    rate, (low, high) = stretched["bpm"] / plain["bpm"], on.tempo_augment_bpm
+    clamped = ((rate - on.max_stretch).abs() < 1e-4) | ((rate - 1 / on.max_stretch).abs() < 1e-4)
+    assert (clamped | ((stretched["bpm"] >= low - 1e-3) & (stretched["bpm"] <= high + 1e-3))).all()
+    assert (rate.max() > 1.2) and (rate.min() < 0.8)  # both ways
+    crop = stretched["x0"].shape[1]
+    for b in range(len(rate)):
+        beats = torch.arange(float(stretched["origin"][b]), crop / frame_rate, 60.0 / float(stretched["bpm"][b]))
+        on_beat = (beats[beats >= 0] * frame_rate).round().long()
+        near = torch.zeros(crop, dtype=torch.bool)
+        for shift in (-1, 0, 1):  # a click falls between two frames, each within one of the beat
+            near[(on_beat + shift).clamp(0, crop - 1)] = True
+        clicks = stretched["x0"][b, :, 0]
+        assert clicks[near].sum() > 0.95 * clicks.sum()  # every click is on a beat of the new grid
+        heard = [clicks[max(0, int(f) - 1) : int(f) + 2].max() for f in on_beat if f < crop - 1]
+        assert min(heard) > 0.3  # and every beat of the new grid has its click (sped up, it falls between frames)

@@ -23,7 +23,7 @@ from bayes_beats.core.atomic import atomic_dir
 from bayes_beats.core.config import Params
 from bayes_beats.model.encoding import VARIANTS, encode_rows, energy_percentile, pad_chords
 from bayes_beats.model.pipeline import AudioEncoder, embed, load_frozen
-from bayes_beats.music.moods import ANCHOR_TEMPLATE, mood_anchors
+from bayes_beats.music.moods import anchor_texts
 
 log = logging.getLogger(__name__)
 OUT_DIR = paths.ENCODED
@@ -61,10 +61,9 @@ def run(params: Params) -> None:
             tensors, index = encode_split(dd[name], paths.DATASET, codec, tokenizer, text_encoder, params)
             if reference is None:
                 reference = np.sort(tensors["energy_raw"].numpy())
-                anchors = mood_anchors()  # what the planner reads a vibe against, in this text encoder
-                words = [ANCHOR_TEMPLATE.format(w) for w in anchors]
-                tensors["anchor_embeddings"] = embed(tokenizer, text_encoder, words).float().contiguous()
-                tensors["anchor_va"] = torch.tensor(list(anchors.values()), dtype=torch.float32)
+                texts, places = anchor_texts()  # what the planner reads a vibe against, in this text encoder
+                tensors["anchor_embeddings"] = embed(tokenizer, text_encoder, texts).float().contiguous()
+                tensors["anchor_va"] = torch.tensor(places, dtype=torch.float32)
             tensors["energy"] = torch.from_numpy(energy_percentile(tensors["energy_raw"].numpy(), reference)).float()
             save_file(tensors, tmp / f"{name}.safetensors")
             (tmp / f"{name}.json").write_text(json.dumps(index))

@@ -149,6 +149,11 @@ class TrainParams(Section):
     # by the condition encoder's null embedding, each per item with this probability
     sketch_dropout: float = Field(0.0, ge=0, lt=1)
     text_dropout: float = Field(0.0, ge=0, lt=1)
+    # tempo augmentation: this share of items is time-stretched (latent frames resampled, pitch kept) to a
+    # tempo drawn log-uniformly over tempo_augment_bpm, by a factor within 1/max_stretch..max_stretch
+    tempo_augment: float = Field(0.0, ge=0, le=1)
+    tempo_augment_bpm: tuple[float, float] = (60.0, 150.0)
+    max_stretch: float = Field(1.35, ge=1)
 
 
 class PretrainParams(TrainParams):
@@ -164,6 +169,17 @@ class FinetuneParams(TrainParams):
     prior_std: float = Field(0.5, gt=0)
     # inference: v = v(no sketch) + g * (v(sketch) - v(no sketch)); 1 = off. Recorded in the model card
     sketch_guidance: float = Field(1.0, ge=1)
+    # inference: + h * (v(sketch) − v(sketch at double time)) while t > beat_guidance_above_t, on items
+    # planned below beat_guidance_below_bpm (where double time is what a listener would hear); 0 = off
+    beat_guidance: float = Field(0.0, ge=0)
+    beat_guidance_above_t: float = Field(0.8, ge=0, lt=1)
+    beat_guidance_below_bpm: float = Field(300.0, gt=0)
+
+    def guidance(self) -> dict:
+        """What the model card records for inference (`Generator.guidance_for` turns it into the DiT's keys)."""
+        return self.model_dump(
+            include={"sketch_guidance", "beat_guidance", "beat_guidance_above_t", "beat_guidance_below_bpm"}
+        )
 
 
 class ClapParams(Section):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bayes_beats.core.config import ModelParams
+from bayes_beats.core.config import FinetuneParams, ModelParams
 from bayes_beats.model.pipeline import Plan, VibePipeline
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE, FEATURES, PlanDistribution
 from bayes_beats.model.sketch import DEFAULT_DEGREES, chords_of, transpose
@@ -69,8 +69,18 @@ class Generator:
         self.pipe, self.params, self.card = pipe, params, card or {}
         self.sample_rate = pipe.sample_rate
         # the model's own guidance on the sketch (a fine-tune's card records it; a base has none: off)
-        self.sketch_guidance = float(self.card.get("params", {}).get("finetune", {}).get("sketch_guidance", 1.0))
+        finetune = self.card.get("params", {}).get("finetune")
+        self.guidance = FinetuneParams.model_validate(finetune).guidance() if finetune else {}
         self.last_plans: list[dict] = []
+
+    def guidance_for(self, bpms: list[float]) -> dict:
+        """The DiT's guidance keys for one call: beat guidance only on the items planned slow enough for
+        double time to be what a listener hears (at fast tempi it only cost CLAP; docs/ablation.md)."""
+        guidance = dict(self.guidance)
+        below = guidance.pop("beat_guidance_below_bpm", None)
+        if below is not None and guidance.get("beat_guidance"):
+            guidance["beat_guidance"] = [guidance["beat_guidance"] * (b < below) for b in bpms]
+        return guidance
 
     def _validate(
         self,
@@ -231,7 +241,7 @@ class Generator:
             generator=generators,
             output_type="latent" if output_type == "latent" else "pt",
             plan=plan,
-            sketch_guidance=self.sketch_guidance,
+            guidance=self.guidance_for(plan.bpm),
         ).audios
         arrays = [a.float().cpu().numpy() for a in out]
         audio = [arrays[i * num_variations : (i + 1) * num_variations] for i in range(len(prompts))]

@@ -33,7 +33,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from bayes_beats.core import paths
 from bayes_beats.core.config import ModelParams
 from bayes_beats.model.codec import SpectrogramCodec
-from bayes_beats.model.sketch import SKETCH_CHANNELS, sketch
+from bayes_beats.model.sketch import SKETCH_CHANNELS, double_time, sketch
 
 INSTRUMENTAL = "[instrumental]"
 PACKAGE = __name__.split(".")[0]  # saved models name this package's components by it (see `register_modules`)
@@ -63,7 +63,11 @@ class SketchGuidedTransformer(AceStepTransformer1DModel):
     `attention_kwargs={"sketch_guidance": scale}` (the pipeline passes its `attention_kwargs` to every DiT
     call). With scale != 1 each call also runs with the sketch channels of the source latents zeroed (as
     `sketch_dropout` trains) and returns v_u + scale * (v_sketch − v_u): the DiT sees a doubled batch.
-    Same weights and config as the parent; without the key it is the parent."""
+
+    Beat guidance (`beat_guidance` h > 0, a scale or one per item) adds h * (v_sketch − v_double) while
+    the timestep is above `beat_guidance_above_t`: a third branch renders the same sketch at double time
+    and the sum steers away from it. Only the first, noisiest steps, where the rhythm forms: all steps cost key and mode
+    (docs/ablation.md). Same weights and config as the parent; without the keys it is the parent."""
 
     def forward(
         self,
@@ -77,8 +81,12 @@ class SketchGuidedTransformer(AceStepTransformer1DModel):
     ):
         options = dict(attention_kwargs or {})
         scale = options.pop("sketch_guidance", 1.0)
+        beat = torch.as_tensor(options.pop("beat_guidance", 0.0), dtype=hidden_states.dtype)  # scalar or per item
+        beat_above_t = options.pop("beat_guidance_above_t", 1.0)
+        beat = beat if bool((timestep > beat_above_t).all()) else beat * 0  # the pipeline's steps share one t
+        beat = beat.to(hidden_states.device).reshape(-1, 1, 1) if bool((beat != 0).any()) else None
         attention_kwargs = options or None
-        if scale == 1.0:
+        if scale == 1.0 and beat is None:
             return super().forward(
                 hidden_states,
                 timestep,
@@ -90,17 +98,21 @@ class SketchGuidedTransformer(AceStepTransformer1DModel):
             )
         dropped = context_latents.clone()
         dropped[..., :SKETCH_CHANNELS] = 0.0
+        branches = [context_latents, dropped] + ([double_time(context_latents)] if beat is not None else [])
+        n = len(branches)
         out = super().forward(
-            hidden_states=torch.cat([hidden_states, hidden_states]),
-            timestep=torch.cat([timestep, timestep]),
-            timestep_r=torch.cat([timestep_r, timestep_r]),
-            encoder_hidden_states=torch.cat([encoder_hidden_states, encoder_hidden_states]),
-            context_latents=torch.cat([context_latents, dropped]),
+            hidden_states=hidden_states.repeat(n, 1, 1),
+            timestep=timestep.repeat(n),
+            timestep_r=timestep_r.repeat(n),
+            encoder_hidden_states=encoder_hidden_states.repeat(n, 1, 1),
+            context_latents=torch.cat(branches),
             attention_kwargs=attention_kwargs,
             return_dict=False,
         )
-        v_sketch, v_uncond = out[0].chunk(2)
+        v_sketch, v_uncond, *v_double = out[0].chunk(n)
         guided = v_uncond + scale * (v_sketch - v_uncond)
+        if v_double:
+            guided = guided + beat * (v_sketch - v_double[0])
         return Transformer2DModelOutput(sample=guided) if return_dict else (guided, *out[1:])
 
 
@@ -269,15 +281,15 @@ class VibePipeline(AceStepPipeline):
                 library = PACKAGE
             self.register_to_config(**{name: (library, class_name)})
 
-    def __call__(self, *args, plan: Plan | None = None, sketch_guidance: float | None = None, **kwargs):
+    def __call__(self, *args, plan: Plan | None = None, guidance: dict | None = None, **kwargs):
         """diffusers' AceStepPipeline call, plus:
 
         plan: per-item metas (bpm, keyscale) and the variational sample the prompts are encoded with; the
             source latents carry their sketch. None: diffusers' `bpm`/`keyscale` arguments, no sketch.
-        sketch_guidance: classifier-free guidance scale on the sketch's chroma (with a plan; None or 1: off),
-            passed to the DiT in `attention_kwargs` (`SketchGuidedTransformer`)."""
-        if plan is not None and sketch_guidance is not None and sketch_guidance != 1.0:
-            kwargs["attention_kwargs"] = {**(kwargs.get("attention_kwargs") or {}), "sketch_guidance": sketch_guidance}
+        guidance: guidance on the sketch, with a plan ({sketch_guidance, beat_guidance, beat_guidance_above_t};
+            None: off), passed to the DiT in `attention_kwargs` (`SketchGuidedTransformer`)."""
+        if plan is not None and guidance:
+            kwargs["attention_kwargs"] = {**(kwargs.get("attention_kwargs") or {}), **guidance}
         with self._turns:
             bound = _CALL_PLAN.set(plan)
             try:

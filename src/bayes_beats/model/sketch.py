@@ -44,6 +44,18 @@ def sketch(
     return torch.cat([grid, chord, level], dim=-1)
 
 
+def double_time(context: torch.Tensor) -> torch.Tensor:
+    """The same sketch with its pulse twice as fast: beat phase θ → 2θ, by the double-angle identities on
+    the grid channels of `context` ([..., channels] whose first SKETCH_CHANNELS are a sketch). What beat
+    guidance steers away from: a renderer whose half-beat is as strong as its beat reads at double time."""
+    out = context.clone()
+    cos2, sin2 = context[..., 2], context[..., 3]  # the half-beat channels are cos/sin 2θ
+    out[..., 0], out[..., 1] = cos2, sin2
+    out[..., 2], out[..., 3] = cos2 * cos2 - sin2 * sin2, 2 * sin2 * cos2
+    out[..., HALF_BAR] = context[..., 0:2]
+    return out
+
+
 def triad(tonic: int, mode: str, degree: int) -> list[int]:
     """Pitch classes of the triad on a scale degree (the minor's V from the harmonic minor, as music does)."""
     scale = MAJOR if mode == "major" else NATURAL_MINOR

@@ -199,7 +199,32 @@ def make_batch(
         batch["drop_sketch"] = torch.rand(params.batch_size, generator=gen) < params.sketch_dropout
     if params.text_dropout > 0:
         batch["drop_text"] = torch.rand(params.batch_size, generator=gen) < params.text_dropout
+    if params.tempo_augment > 0:
+        stretch(batch, rows["latents"], starts, params, gen, frame_rate)
     return batch
+
+
+def stretch(batch: dict, latents: torch.Tensor, starts: torch.Tensor, params: TrainParams, gen, frame_rate: float):
+    """Time-stretch a share of the batch to tempi the corpus rarely plays (the slowest and fastest asks are
+    where the renderer missed: issue H). A latent frame is a frame of log band energies, so resampling
+    frames in time changes the tempo and keeps the pitch, as a phase vocoder does. Crop j of an item
+    stretched by r (new bpm = r * bpm) reads source frame start + j * r, linearly interpolated."""
+    size, crop = batch["x0"].shape[:2]
+    low, high = (math.log(b) for b in params.tempo_augment_bpm)
+    target = torch.exp(low + (high - low) * torch.rand(size, generator=gen))
+    rate = (target / batch["bpm"]).clamp(1 / params.max_stretch, params.max_stretch)
+    chosen = torch.rand(size, generator=gen) < params.tempo_augment
+    frames = latents.shape[1]
+    for b in torch.nonzero(chosen).flatten().tolist():
+        r = float(rate[b])
+        start = max(0, min(int(starts[b]), frames - 1 - math.ceil((crop - 1) * r)))  # a sped-up crop reads further
+        position = (start + torch.arange(crop, dtype=torch.float64) * r).clamp(max=frames - 1)
+        left = position.floor().long().clamp(max=frames - 2)
+        weight = (position - left).float()[:, None]
+        source = latents[b].float()
+        batch["x0"][b] = (1 - weight) * source[left] + weight * source[left + 1]
+        batch["origin"][b] = (batch["origin"][b] + (starts[b] - start) / frame_rate) / r
+        batch["bpm"][b] = batch["bpm"][b] * r
 
 
 def _to(batch: dict, device) -> dict:

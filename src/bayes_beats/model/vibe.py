@@ -68,8 +68,8 @@ class VariationalPromptHead(ModelMixin, ConfigMixin):
 class VibePlanner(ModelMixin, ConfigMixin):
     """Vibe embedding → plan: tempo, mode, energy, and the chords to play.
 
-    Reading: the vibe's valence/arousal is a similarity-weighted mean of mood anchors' (the corpus's mood
-    tags and vibe words, embedded by the same text encoder: softmax of cosine / `tau`), so free text
+    Reading: the vibe's valence/arousal is a similarity-weighted mean of anchors' (the corpus's mood tags,
+    the vibe words and hand-placed scenes, embedded by the same text encoder: softmax of cosine / `tau`), so free text
     (scene descriptions, captions, a few typed words) is read as well as the training captions are.
     The reading is calibrated on the training captions (reading = c + d · truth per axis, inverted), and
     the metas come from regressions fit on the corpus's clips, rescaled so that their spread over the
@@ -120,10 +120,11 @@ class VibePlanner(ModelMixin, ConfigMixin):
         return var.clamp(min=0) / torch.tensor([d_v**2, d_a**2])
 
     def words(self, embedding: torch.Tensor, k: int = 3) -> list[tuple[str, ...]]:
-        """The `k` mood words each vibe reads as most, nearest first."""
-        if not self.config.anchor_words:
+        """The `k` mood words each vibe reads as most, nearest first (scene anchors read, but are not words)."""
+        words = self.config.anchor_words
+        if not words:
             return [()] * len(embedding)
-        top = self.weights(embedding).topk(min(k, len(self.config.anchor_words)), dim=-1).indices
+        top = self.weights(embedding)[:, : len(words)].topk(min(k, len(words)), dim=-1).indices
         return [tuple(self.config.anchor_words[int(i)] for i in row) for row in top]
 
     def read(self, embedding: torch.Tensor) -> torch.Tensor:

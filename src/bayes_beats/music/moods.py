@@ -9,6 +9,9 @@ and labels real data, so the dataset's valence/arousal always mean the same thin
 
 from __future__ import annotations
 
+import json
+from importlib.resources import files
+
 TAG_PREFIX = "mood/theme---"
 
 # tag: (valence, arousal)
@@ -126,3 +129,19 @@ def mood_anchors() -> dict[str, tuple[float, float]]:
 # how an anchor word is embedded; with the planner's tau 0.2 this read the 24 scene captions at ρ 0.93 (valence)
 # and 0.95 (arousal), best of 5 templates × 4 temperatures there (docs/ablation.md, "Reading free text")
 ANCHOR_TEMPLATE = "{} music"
+
+
+def scene_anchors() -> dict[str, tuple[float, float]]:
+    """Scenes placed on the circumplex by hand (resources/scene_anchors.json). Free text often carries its
+    arousal in scene words ("a gym workout", "a lullaby beside a crib") that sit far from every mood word;
+    these anchors read them. None is closer (cosine ≥ 0.5) to any of the labelled prompts that evaluation
+    scores the reading on (resources/vibe_prompts.json): the 40 that were went (docs/ablation.md)."""
+    raw = json.loads(files("bayes_beats").joinpath("resources/scene_anchors.json").read_text())
+    return {scene: (float(v), float(a)) for scene, (v, a) in raw.items()}
+
+
+def anchor_texts() -> tuple[list[str], list[tuple[float, float]]]:
+    """What the planner reads a vibe against, in buffer order: each mood word in ANCHOR_TEMPLATE (first, so
+    the planner's mood words index the first columns), then each scene as written; and their places."""
+    moods, scenes = mood_anchors(), scene_anchors()
+    return [ANCHOR_TEMPLATE.format(w) for w in moods] + list(scenes), list(moods.values()) + list(scenes.values())
