@@ -81,10 +81,10 @@ class SketchGuidedTransformer(AceStepTransformer1DModel):
     ):
         options = dict(attention_kwargs or {})
         scale = options.pop("sketch_guidance", 1.0)
-        beat = torch.as_tensor(options.pop("beat_guidance", 0.0), dtype=hidden_states.dtype)  # scalar or per item
+        weights = torch.as_tensor(options.pop("beat_guidance", 0.0), dtype=hidden_states.dtype)  # scalar or per item
         beat_above_t = options.pop("beat_guidance_above_t", 1.0)
-        beat = beat if bool((timestep > beat_above_t).all()) else beat * 0  # the pipeline's steps share one t
-        beat = beat.to(hidden_states.device).reshape(-1, 1, 1) if bool((beat != 0).any()) else None
+        early = bool((timestep > beat_above_t).all())  # the pipeline's steps share one t
+        beat = weights.to(hidden_states.device).reshape(-1, 1, 1) if early and bool((weights != 0).any()) else None
         attention_kwargs = options or None
         if scale == 1.0 and beat is None:
             return super().forward(
