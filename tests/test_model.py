@@ -173,7 +173,10 @@ def test_sketch_guidance_contrasts_the_sketch_with_the_sketch_dropped(tiny_proje
     card = gen.card["params"]["finetune"]
     keys = ("sketch_guidance", "beat_guidance", "beat_guidance_above_t", "beat_guidance_below_bpm")
     assert gen.guidance == {k: card[k] for k in keys}
-    assert gen.guidance_for([60.0, 300.0])["beat_guidance"] == [card["beat_guidance"], 0.0]  # slow plans only
+    slow_only = {**gen.guidance, "beat_guidance": 6.0, "beat_guidance_below_bpm": 80.0}
+    gen.guidance = slow_only
+    assert gen.guidance_for([60.0, 300.0])["beat_guidance"] == [6.0, 0.0]  # slow plans only
+    assert "beat_guidance_below_bpm" not in gen.guidance_for([60.0])  # the DiT is asked for its own keys
     kwargs = dict(duration_s=2.0, seed=3, temperature=0.0, bpm=90, keyscale="A minor", output_type="latent")
     off = {"sketch_guidance": 1.0, "beat_guidance": 0.0, "beat_guidance_above_t": 0.8}
     gen.guidance = off
