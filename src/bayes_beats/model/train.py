@@ -310,6 +310,7 @@ def _discard_stale_checkpoints(root: Path, params: TrainParams, clips, accelerat
         "clips": clips.fingerprint(),
         "processes": accelerator.num_processes,
     }
+    fingerprint = json.loads(json.dumps(fingerprint))  # as the marker reads back: tuples become lists
     marker = root / "fingerprint.json"
     if accelerator.is_main_process:
         if marker.is_file() and json.loads(marker.read_text()) != fingerprint:
