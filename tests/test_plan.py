@@ -82,6 +82,10 @@ def test_planner_reads_free_text_and_the_prompt_and_caller_fix_metas(tiny_projec
     assert len(gen.pipe.planner.anchor_va) == len(texts) == len(mood_anchors()) + len(scene_anchors())
     assert torch.allclose(gen.pipe.planner.anchor_va, torch.tensor(places))
     assert gen.pipe.planner.words(gen.pipe.embed(texts[-1:]))[0][0] in mood_anchors()  # a scene is no word
+    # mode follows the valence reading alone: the same pleasantness, calm or wild, plans the same mode
+    out = gen.pipe.planner(gen.pipe.embed(texts))
+    order = torch.argsort(out["valence"])
+    assert (torch.diff(out["p_major"][order]) >= -1e-6).all() and out["p_major"].std() > 0
 
 
 def test_energy_override_is_reported_and_changes_the_music(tiny_project):

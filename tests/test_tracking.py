@@ -142,7 +142,23 @@ def test_register_promotes_then_refuses_a_worse_model_then_takes_a_better_one(tr
         better["finetuned"]["clap_local"] += 0.5
         eval_path.write_text(json.dumps(better))
         register.run(params)
-        assert client.get_model_version_by_alias("bayes-beats", "champion").version == str(second["version"] + 1)
+        third = client.get_model_version_by_alias("bayes-beats", "champion").version
+        assert third == str(second["version"] + 1)
+
+        # more of the product's goals met beats a better metric, and fewer loses to a worse one
+        goals = {"control.tempo_within_3pct": 0.9, "mood_auc": 0.8}
+        strict = params.model_copy(update={"register": params.register.model_copy(update={"goals": goals})})
+        following = json.loads(json.dumps(original))
+        following["finetuned"] |= {"control": {"tempo_within_3pct": 0.95}, "mood_auc": 0.5}
+        following["finetuned"]["clap_local"] -= 0.2
+        eval_path.write_text(json.dumps(following))
+        register.run(strict)
+        fourth = json.loads((root / "metrics/register.json").read_text())
+        assert fourth["alias"] == "champion" and f"meets 1 of 2 goals against champion v{third}'s 0" in fourth["reason"]
+        eval_path.write_text(json.dumps(better))  # a far better metric, but no goal met
+        register.run(strict)
+        assert "meets 0 of 2 goals" in json.loads((root / "metrics/register.json").read_text())["reason"]
+        assert client.get_model_version_by_alias("bayes-beats", "champion").version == str(fourth["version"])
     finally:
         eval_path.write_text(json.dumps(original))
 

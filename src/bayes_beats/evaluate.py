@@ -181,6 +181,7 @@ def plan_reading(gen, prompts: list[dict] | None = None) -> dict | None:
     nearest = np.argsort(((truth[:, None, :] - clip_va[None]) ** 2).sum(-1), axis=1)[:, :10]
     corpus = np.percentile(np.array(clips["bpm"], dtype=float)[nearest].ravel(), [10, 90])
     planned = np.percentile(out["bpm"].numpy(), [10, 90])
+    clear = np.abs(truth[:, 0]) >= 0.5  # clearly pleasant or unpleasant: major or minor is what they ask
     overlap = max(0.0, min(corpus[1], planned[1]) - max(corpus[0], planned[0]))
     return {
         "prompts": len(prompts),
@@ -192,6 +193,9 @@ def plan_reading(gen, prompts: list[dict] | None = None) -> dict | None:
         "corpus_bpm_p90": round(float(corpus[1]), 1),
         "tempo_range_coverage": round(float(overlap / (corpus[1] - corpus[0])), 3),
         "rho_arousal_planned_energy": round(float(spearmanr(out["energy"].numpy(), truth[:, 1]).statistic), 3),
+        "planned_mode_clear_valence": round(
+            float(((out["p_major"].numpy() > 0.5) == (truth[:, 0] > 0))[clear].mean()), 3
+        ),
     }
 
 

@@ -35,12 +35,17 @@ def run(params: Params) -> None:
     codec = SpectrogramCodec.from_pretrained(paths.CODEC)
     transformer, condition_encoder = build_tiny_denoiser(codec, params.model)
     frame_rate = codec.config.sampling_rate / codec.hop_length
+    # Text-to-music's timbre reference is always the same silence, so what the timbre encoder makes of it is
+    # one vector per model: left at its seeded init it is a fixed key among the encoder states, which the
+    # cross-attention learns around, and encoded once (SharedTimbreConditionEncoder) instead of trained
+    # through 30 s of reference every step: a fifth of a step here (docs/ablation.md).
+    condition_encoder.timbre_encoder.requires_grad_(False)
     denoiser = Denoiser(transformer, condition_encoder, frame_rate)
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
     is_main = is_main_process()  # under DDP one process logs and writes the model
     with tracking.stage_run("pretrain", params) if is_main else contextlib.nullcontext():
         metric_log = tracking.MetricLogger()
-        params_list = list(denoiser.parameters())
+        params_list = [p for p in denoiser.parameters() if p.requires_grad]
         history = train(
             denoiser, params_list, CachedClips(CACHE), params.pretrain, CHECKPOINTS, (0,), "pretrain", metric_log
         )

@@ -28,18 +28,37 @@ MODEL_NAME = paths.REGISTERED_MODEL
 MODEL_DIR = paths.FINETUNED
 
 
+def below_floor(metrics: dict, floors: dict[str, float]) -> str | None:
+    """The first floor the metrics miss, as one line (None: every floor holds)."""
+    for key, floor in floors.items():
+        if metrics.get(key) is None or metrics[key] < floor:
+            return f"{key}={metrics.get(key)} is below the floor {floor}"
+    return None
+
+
+def goals_met(metrics: dict, goals: dict[str, float]) -> int:
+    return sum(metrics.get(key) is not None and metrics[key] >= goal for key, goal in goals.items())
+
+
 def gate(client: MlflowClient, metrics: dict, promote: RegisterParams) -> tuple[str, str]:
-    """→ (alias, one-line reason)."""
+    """→ (alias, one-line reason). Floors first, then more of the product's goals met, then the metric."""
     value = metrics.get(promote.metric)
     if value is None:
         return "challenger", f"{promote.metric} missing from the evaluation"
-    for key, floor in promote.floors.items():
-        if metrics.get(key) is None or metrics[key] < floor:
-            return "challenger", f"{key}={metrics.get(key)} is below the floor {floor}"
+    if missed := below_floor(metrics, promote.floors):
+        return "challenger", missed
     try:
         champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     except MlflowException:
         return "champion", f"first model to pass the floors ({promote.metric}={value:.4f})"
+    # the goals are what the product must do (issue H's vibe following); a model that does more of them
+    # wins whatever the metric, a CLAP score from a scorer trained here, says. The champion's figures are
+    # its version's tags, so goals added since it was promoted count against it until it is measured again.
+    held = {k: float(v) for k, v in champion.tags.items() if _is_number(v)}
+    mine, theirs, n = goals_met(metrics, promote.goals), goals_met(held, promote.goals), len(promote.goals)
+    if mine != theirs:
+        verdict = "champion" if mine > theirs else "challenger"
+        return verdict, f"meets {mine} of {n} goals against champion v{champion.version}'s {theirs}"
     best = float(champion.tags.get(promote.metric, "-inf"))
     if value >= best + promote.min_delta:
         return (

@@ -208,6 +208,7 @@ class RegisterParams(Section):
     metric: str = "clap_local"  # from metrics/eval.json's finetuned section; higher is better
     min_delta: float = Field(0.0, ge=0)
     floors: dict[str, float] = {}  # metric: lowest acceptable value, all must hold
+    goals: dict[str, float] = {}  # metric: the value the product asks for; more goals met beats a better metric
 
 
 class PackageParams(Section):

@@ -265,9 +265,10 @@ def train(
     scheduler = get_scheduler(
         params.lr_scheduler, optimizer, num_warmup_steps=params.lr_warmup_steps, num_training_steps=params.steps
     )
+    trained = [(name, list(p.shape)) for name, p in denoiser.named_parameters() if p.requires_grad]
     denoiser, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
     step, history = 0, []
-    _discard_stale_checkpoints(checkpoint_dir, params, clips, accelerator)
+    _discard_stale_checkpoints(checkpoint_dir, params, clips, trained, accelerator)
     checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     if checkpoints:
         accelerator.load_state(str(checkpoints[-1]))
@@ -303,12 +304,27 @@ def train(
     return history
 
 
-def _discard_stale_checkpoints(root: Path, params: TrainParams, clips, accelerator: Accelerator) -> None:
-    """Checkpoints persist across `dvc repro` runs (for resume); ones made with other params or data go."""
+def _code_fingerprint() -> str:
+    """A hash of the package's source: a checkpoint resumes only the code that wrote it (dvc reruns a
+    training stage when its code changed, and the last run's finished checkpoint must not stand in)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _discard_stale_checkpoints(
+    root: Path, params: TrainParams, clips, trained: list[tuple[str, list[int]]], accelerator: Accelerator
+) -> None:
+    """Checkpoints persist across `dvc repro` runs (for resume); ones made with other params, data, code or
+    trainable parameters go (a frozen module once made a resume fail on the optimizer's groups)."""
     fingerprint = {
         **params.model_dump(exclude={"checkpointing_steps", "checkpoints_total_limit", "log_every"}),
         "clips": clips.fingerprint(),
         "processes": accelerator.num_processes,
+        "trained": hashlib.sha256(json.dumps(trained).encode()).hexdigest()[:16],
+        "code": _code_fingerprint(),
     }
     fingerprint = json.loads(json.dumps(fingerprint))  # as the marker reads back: tuples become lists
     marker = root / "fingerprint.json"
