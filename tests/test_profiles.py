@@ -105,6 +105,12 @@ def test_acestep15_profile_runs_the_same_stages_on_a_real_format_checkpoint(tiny
         fixed = dict(duration_s=2.0, seed=0, temperature=0.0, bpm=120, keyscale="D minor", output_type="latent")
         calm, calm_plan = gen.generate_with_plans(["a quiet snowy forest"], energy=0.1, **fixed)
         loud, loud_plan = gen.generate_with_plans(["a quiet snowy forest"], energy=0.9, **fixed)
+        # beat guidance (a third DiT branch at double time) runs through the real layout's DiT too
+        slow = dict(fixed, bpm=70)
+        gen.guidance.update(beat_guidance=8.0, beat_guidance_above_t=0.0, beat_guidance_below_bpm=80.0)
+        steered, _ = gen.generate_with_plans(["a quiet snowy forest"], **slow)
+        gen.guidance["beat_guidance"] = 0.0
+        plain, _ = gen.generate_with_plans(["a quiet snowy forest"], **slow)
     finally:
         os.chdir(cwd)
     assert (
@@ -114,6 +120,7 @@ def test_acestep15_profile_runs_the_same_stages_on_a_real_format_checkpoint(tiny
     )
     assert gen.pipe.transformer.config.audio_acoustic_hidden_dim >= SKETCH_CHANNELS
     assert (calm_plan[0]["energy"], loud_plan[0]["energy"]) == (0.1, 0.9) and not np.allclose(calm, loud)
+    assert np.isfinite(steered).all() and not np.allclose(steered, plain)
     assert gen.sample_rate == 16000 and audio.shape[0] == 2  # the checkpoint's own rate and channels
     assert abs(audio.shape[1] / 16000 - 2.0) < 0.05 and np.isfinite(audio).all()
 
