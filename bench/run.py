@@ -104,7 +104,7 @@ TOY = {
     "pretrain": {"steps": 30, "batch_size": 4, "crop_seconds": 2, "checkpointing_steps": 10},
     "finetune": {"steps": 12, "batch_size": 4, "crop_seconds": 2, "checkpointing_steps": 6},
     "clap": {"steps": 20, "batch_size": 8, "crop_seconds": 2},
-    "evaluate": {"validation_prompts": 4, "seconds": 2, "diversity_prompts": 1, "samples": 2},
+    "evaluate": {"validation_prompts": 4, "seconds": 2, "diversity_prompts": 1},
 }
 
 
