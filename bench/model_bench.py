@@ -10,7 +10,7 @@ import time
 import torch
 
 
-def generation_rtf(model_dir: str = "models/finetuned", seconds: float = 10.0, repeats: int = 3) -> dict:
+def generation_rtf(model_dir: str = "models/finetuned", seconds: float = 10.0, repeats: int = 5) -> dict:
     """Seconds of audio per second of compute for one 10-s prompt, decode included (median of repeats)."""
     from bayes_beats import load_generator
 

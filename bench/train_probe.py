@@ -23,7 +23,9 @@ def main(mode: str, steps: int) -> None:
 
     from bayes_beats.core.config import load_params
     from bayes_beats.model.codec import SpectrogramCodec
-    from bayes_beats.model.pipeline import AudioEncoder, build_tiny_denoiser, load_text_encoder
+    from bayes_beats.model.denoiser import build_tiny_denoiser
+    from bayes_beats.model.profiles import AudioEncoder
+    from bayes_beats.model.text import load_text_encoder
     from bayes_beats.model.train import CachedClips, Denoiser, LiveClips, make_batch
 
     torch.set_num_threads(2)

@@ -1,5 +1,6 @@
 """The tiny profile end to end on CPU: codec, encode cache, pretrain, LoRA finetune, variational layer."""
 
+import copy
 import json
 import shutil
 import threading
@@ -15,14 +16,9 @@ import bayes_beats
 from bayes_beats import encode, finetune, load_generator
 from bayes_beats.core.config import ModelParams
 from bayes_beats.model.codec import SpectrogramCodec
+from bayes_beats.model.denoiser import SharedTimbreConditionEncoder, SketchGuidedTransformer, build_tiny_denoiser
 from bayes_beats.model.generate import Generator, ModelError
-from bayes_beats.model.pipeline import (
-    SharedTimbreConditionEncoder,
-    SketchGuidedTransformer,
-    VibePipeline,
-    assemble,
-    build_tiny_denoiser,
-)
+from bayes_beats.model.pipeline import VibePipeline, assemble
 from bayes_beats.model.vibe import VariationalPromptHead, VibePlanner
 
 
@@ -325,6 +321,20 @@ def test_shared_timbre_encoding_matches_diffusers_encoder(untrained):
     with torch.no_grad():
         for a, b in zip(shared(**inputs), plain(**inputs), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_one_item_requests_reuse_the_timbre_encoding_until_the_weights_change(untrained):
+    _, pipe, _, _ = untrained
+    encoder = copy.deepcopy(pipe.condition_encoder)  # the fixture's weights stay as they are
+    reference, order = encoder.silence_latent[:, :40].clone(), torch.arange(1)
+    with torch.no_grad():
+        first, _ = encoder.encode_timbre(reference, order)
+        again, _ = encoder.encode_timbre(reference.clone(), order)
+        assert again.data_ptr() == first.data_ptr()  # a lookup, not a second pass
+        for weight in encoder.timbre_encoder.parameters():
+            weight.add_(0.1 * torch.randn_like(weight))
+        changed, _ = encoder.encode_timbre(reference, order)
+    assert changed.data_ptr() != first.data_ptr() and not torch.equal(changed, first)
 
 
 def test_a_bf16_pipeline_renders_finite_fp32_audio(untrained):

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
 
 from bayes_beats import codec, encode, finetune, load_generator, pretrain
-from bayes_beats.model.pipeline import load_text_encoder
 from bayes_beats.model.sketch import SKETCH_CHANNELS
+from bayes_beats.model.text import load_text_encoder
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 
 from bayes_beats.core.config import FinetuneParams
 from bayes_beats.model.codec import SpectrogramCodec
-from bayes_beats.model.pipeline import AudioEncoder, build_tiny_denoiser, load_text_encoder
+from bayes_beats.model.denoiser import build_tiny_denoiser
+from bayes_beats.model.profiles import AudioEncoder
+from bayes_beats.model.text import load_text_encoder
 from bayes_beats.model.train import CachedClips, Denoiser, LiveClips, make_batch
 
 LORA = "models/finetuned/lora/pytorch_lora_weights.safetensors"

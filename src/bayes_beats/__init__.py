@@ -19,8 +19,8 @@ _EXPORTS = {
     "ModelError": "bayes_beats.model.generate",
     "load_generator": "bayes_beats.model.generate",
     "SpectrogramCodec": "bayes_beats.model.codec",
-    "SharedTimbreConditionEncoder": "bayes_beats.model.pipeline",
-    "SketchGuidedTransformer": "bayes_beats.model.pipeline",
+    "SharedTimbreConditionEncoder": "bayes_beats.model.denoiser",
+    "SketchGuidedTransformer": "bayes_beats.model.denoiser",
     "VariationalPromptHead": "bayes_beats.model.vibe",
     "VibePlanner": "bayes_beats.model.vibe",
 }
@@ -37,8 +37,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from bayes_beats.model.codec import SpectrogramCodec
+    from bayes_beats.model.denoiser import SharedTimbreConditionEncoder, SketchGuidedTransformer
     from bayes_beats.model.generate import Generator, ModelError, load_generator
-    from bayes_beats.model.pipeline import SharedTimbreConditionEncoder, SketchGuidedTransformer
     from bayes_beats.model.vibe import VariationalPromptHead, VibePlanner
 
 

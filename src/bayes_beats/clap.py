@@ -24,7 +24,7 @@ OUT_DIR = paths.CLAP
 
 
 def _clip_data(split, root: Path, model: LocalClap, tokenizer, text_encoder, sr: int):
-    from bayes_beats.model.pipeline import embed
+    from bayes_beats.model.text import embed
 
     rows = split.to_list()
     mels = torch.stack([model.log_mel(load_audio(root / r["filename"], sr)) for r in tqdm(rows, desc="clap mels")])
@@ -35,7 +35,7 @@ def _clip_data(split, root: Path, model: LocalClap, tokenizer, text_encoder, sr:
 
 
 def run(params: Params) -> None:
-    from bayes_beats.model.pipeline import load_text_encoder
+    from bayes_beats.model.text import load_text_encoder
 
     cp = params.clap
     torch.manual_seed(cp.seed)

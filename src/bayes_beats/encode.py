@@ -22,7 +22,8 @@ from bayes_beats.core import paths
 from bayes_beats.core.atomic import atomic_dir
 from bayes_beats.core.config import Params
 from bayes_beats.model.encoding import VARIANTS, encode_rows, energy_percentile, pad_chords
-from bayes_beats.model.pipeline import AudioEncoder, embed, load_frozen
+from bayes_beats.model.profiles import AudioEncoder, load_frozen
+from bayes_beats.model.text import embed
 from bayes_beats.music.moods import anchor_texts
 
 log = logging.getLogger(__name__)

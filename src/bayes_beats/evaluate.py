@@ -64,6 +64,16 @@ def training_vocabulary() -> list[str]:
     return sorted({w for prompt in train["prompt"] for w in prompt_words(prompt)})
 
 
+CLEAR_VALENCE = 0.5  # |valence| from here on is clearly pleasant or unpleasant: major or minor is what it asks
+
+
+def mode_accuracy_clear_valence(valence, major) -> float:
+    """How often `major` matches the sign of valence, over the clearly pleasant or unpleasant vibes only."""
+    valence, major = np.asarray(valence), np.asarray(major, dtype=bool)
+    clear = np.abs(valence) >= CLEAR_VALENCE
+    return round(float((major[clear] == (valence[clear] > 0)).mean()), 3)
+
+
 def vibe_metrics(valence, arousal, feats: list[dict], plans: list[dict]) -> dict:
     """Does the generated audio follow the prompts' intended valence/arousal? End to end, and split into
     the planner (vibe → metas) and the renderer (metas → audio)."""
@@ -71,7 +81,6 @@ def vibe_metrics(valence, arousal, feats: list[dict], plans: list[dict]) -> dict
     bpm = np.array([f["bpm"] for f in feats])
     folded = np.where(bpm > 150, bpm / 2, np.where(bpm < 60, bpm * 2, bpm))
     major = np.array([f["mode"] == "major" for f in feats])
-    clear = np.abs(valence) >= 0.5
     planned_bpm = np.array([p["bpm"] for p in plans])
     planned_major = np.array([p["keyscale"].endswith("major") for p in plans])
 
@@ -84,10 +93,10 @@ def vibe_metrics(valence, arousal, feats: list[dict], plans: list[dict]) -> dict
         "rho_arousal_tempo_shuffled": rho(arousal, np.random.default_rng(0).permutation(bpm)),
         "rho_arousal_energy": rho(arousal, [f["onset_rate"] for f in feats]),
         "rho_arousal_brightness": rho(arousal, [f["centroid_hz"] for f in feats]),
-        "mode_accuracy_clear_valence": round(float((major[clear] == (valence[clear] > 0)).mean()), 3),
+        "mode_accuracy_clear_valence": mode_accuracy_clear_valence(valence, major),
         "planner_rho_arousal_bpm": rho(arousal, planned_bpm),
         "planner_rho_arousal_energy": rho(arousal, [p["energy"] for p in plans]),
-        "planner_mode_accuracy_clear_valence": round(float((planned_major[clear] == (valence[clear] > 0)).mean()), 3),
+        "planner_mode_accuracy_clear_valence": mode_accuracy_clear_valence(valence, planned_major),
         "renderer_tempo_within_8pct": round(float((np.abs(folded / planned_bpm - 1) < 0.08).mean()), 3),
         "renderer_mode_follows_plan": round(float((major == planned_major).mean()), 3),
     }
@@ -181,7 +190,6 @@ def plan_reading(gen, prompts: list[dict] | None = None) -> dict | None:
     nearest = np.argsort(((truth[:, None, :] - clip_va[None]) ** 2).sum(-1), axis=1)[:, :10]
     corpus = np.percentile(np.array(clips["bpm"], dtype=float)[nearest].ravel(), [10, 90])
     planned = np.percentile(out["bpm"].numpy(), [10, 90])
-    clear = np.abs(truth[:, 0]) >= 0.5  # clearly pleasant or unpleasant: major or minor is what they ask
     overlap = max(0.0, min(corpus[1], planned[1]) - max(corpus[0], planned[0]))
     return {
         "prompts": len(prompts),
@@ -193,9 +201,7 @@ def plan_reading(gen, prompts: list[dict] | None = None) -> dict | None:
         "corpus_bpm_p90": round(float(corpus[1]), 1),
         "tempo_range_coverage": round(float(overlap / (corpus[1] - corpus[0])), 3),
         "rho_arousal_planned_energy": round(float(spearmanr(out["energy"].numpy(), truth[:, 1]).statistic), 3),
-        "planned_mode_clear_valence": round(
-            float(((out["p_major"].numpy() > 0.5) == (truth[:, 0] > 0))[clear].mean()), 3
-        ),
+        "planned_mode_clear_valence": mode_accuracy_clear_valence(truth[:, 0], out["p_major"].numpy() > 0.5),
     }
 
 

@@ -23,7 +23,9 @@ from bayes_beats.core import paths, tracking
 from bayes_beats.core.atomic import atomic_dir, write_json
 from bayes_beats.core.config import Params
 from bayes_beats.core.tracking import dataset_hash
-from bayes_beats.model.pipeline import SharedTimbreConditionEncoder, VibePipeline, resolve_base
+from bayes_beats.model.denoiser import SharedTimbreConditionEncoder
+from bayes_beats.model.pipeline import VibePipeline
+from bayes_beats.model.profiles import resolve_base
 from bayes_beats.model.train import CachedClips, Denoiser, is_main_process, load_cache, train, write_loss_csv
 from bayes_beats.model.vibe import VariationalPromptHead, VibePlanner
 from bayes_beats.music.moods import mood_anchors

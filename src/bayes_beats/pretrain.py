@@ -15,7 +15,9 @@ from bayes_beats.core import paths, tracking
 from bayes_beats.core.atomic import atomic_dir, write_json
 from bayes_beats.core.config import Params
 from bayes_beats.model.codec import SpectrogramCodec
-from bayes_beats.model.pipeline import assemble, build_tiny_denoiser, resolve_checkpoint
+from bayes_beats.model.denoiser import build_tiny_denoiser
+from bayes_beats.model.pipeline import assemble
+from bayes_beats.model.profiles import resolve_checkpoint
 from bayes_beats.model.train import CachedClips, Denoiser, is_main_process, train, write_loss_csv
 
 log = logging.getLogger(__name__)

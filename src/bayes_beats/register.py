@@ -28,16 +28,18 @@ MODEL_NAME = paths.REGISTERED_MODEL
 MODEL_DIR = paths.FINETUNED
 
 
-def below_floor(metrics: dict, floors: dict[str, float]) -> str | None:
-    """The first floor the metrics miss, as one line (None: every floor holds)."""
-    for key, floor in floors.items():
-        if metrics.get(key) is None or metrics[key] < floor:
-            return f"{key}={metrics.get(key)} is below the floor {floor}"
-    return None
+def missed(metrics: dict, thresholds: dict[str, float]) -> list[str]:
+    """The thresholds (floors or goals) the metrics fall short of, one line each; a missing figure misses."""
+    return [
+        f"{key}={metrics.get(key)} is below {threshold}"
+        for key, threshold in thresholds.items()
+        if metrics.get(key) is None or metrics[key] < threshold
+    ]
 
 
-def goals_met(metrics: dict, goals: dict[str, float]) -> int:
-    return sum(metrics.get(key) is not None and metrics[key] >= goal for key, goal in goals.items())
+def figures(values: dict) -> dict[str, float]:
+    """The numeric entries of a mapping (metrics as evaluated, or a version's string tags) as floats."""
+    return {k: float(v) for k, v in values.items() if _is_number(v)}
 
 
 def gate(client: MlflowClient, metrics: dict, promote: RegisterParams) -> tuple[str, str]:
@@ -45,8 +47,8 @@ def gate(client: MlflowClient, metrics: dict, promote: RegisterParams) -> tuple[
     value = metrics.get(promote.metric)
     if value is None:
         return "challenger", f"{promote.metric} missing from the evaluation"
-    if missed := below_floor(metrics, promote.floors):
-        return "challenger", missed
+    if below := missed(metrics, promote.floors):
+        return "challenger", f"below the floor: {below[0]}"
     try:
         champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     except MlflowException:
@@ -54,8 +56,8 @@ def gate(client: MlflowClient, metrics: dict, promote: RegisterParams) -> tuple[
     # the goals are what the product must do (issue H's vibe following); a model that does more of them
     # wins whatever the metric, a CLAP score from a scorer trained here, says. The champion's figures are
     # its version's tags, so goals added since it was promoted count against it until it is measured again.
-    held = {k: float(v) for k, v in champion.tags.items() if _is_number(v)}
-    mine, theirs, n = goals_met(metrics, promote.goals), goals_met(held, promote.goals), len(promote.goals)
+    held, n = figures(champion.tags), len(promote.goals)
+    mine, theirs = n - len(missed(metrics, promote.goals)), n - len(missed(held, promote.goals))
     if mine != theirs:
         verdict = "champion" if mine > theirs else "challenger"
         return verdict, f"meets {mine} of {n} goals against champion v{champion.version}'s {theirs}"
@@ -81,7 +83,7 @@ def _is_number(text: str) -> bool:
 def run(params: Params) -> None:
     evaluation = json.loads(paths.EVAL_METRICS.read_text())["finetuned"]
     # nested figures (control.key_accuracy, plan_reading.rho_arousal, ...) are metrics and tags too
-    metrics = {k: float(v) for k, v in tracking.flatten(evaluation).items() if _is_number(v)}
+    metrics = figures(tracking.flatten(evaluation))
     with tracking.stage_run("register", params) as run:
         mlflow.log_metrics(metrics)
         info = mlflow.pyfunc.log_model(

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from bayes_beats.core.config import Params
-from bayes_beats.model.pipeline import AudioEncoder, embed, encode_lyrics, encode_text, format_prompt
+from bayes_beats.model.profiles import AudioEncoder
+from bayes_beats.model.text import embed, encode_lyrics, encode_text, format_prompt
 from bayes_beats.music.analysis import beat_chords, beat_grid
 from bayes_beats.music.audio import load_audio
 from bayes_beats.music.theory import parse_keyscale

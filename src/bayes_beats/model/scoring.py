@@ -46,7 +46,7 @@ class LocalClapScorer:
 
     def __init__(self, model_dir: str | Path = paths.CLAP) -> None:
         from bayes_beats.model.clap import LocalClap
-        from bayes_beats.model.pipeline import load_text_encoder
+        from bayes_beats.model.text import load_text_encoder
 
         self.model = LocalClap.from_pretrained(model_dir).eval()
         self.text_encoder, self.tokenizer = load_text_encoder()
@@ -64,7 +64,7 @@ class LocalClapScorer:
 
     @torch.no_grad()
     def embed_text(self, texts: list[str]) -> np.ndarray:
-        from bayes_beats.model.pipeline import embed
+        from bayes_beats.model.text import embed
 
         return self.model.embed_text(embed(self.tokenizer, self.text_encoder, texts)).numpy()
 
