@@ -21,7 +21,6 @@ the CLAP model in BAYES_BEATS_CLAP_DIR, else the Bento's `bayes-beats-clap` mode
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import Field
 
 from bayes_beats.api.catalog import load_catalog
+from bayes_beats.api.drain import defer_sigterm_until_callers_gone
 from bayes_beats.api.guard import GuardMiddleware
 from bayes_beats.api.imagevibe import ImageError, Vibe, vibe_of_file
 from bayes_beats.api.listeners import Listeners, ListenerStore, listener_routes
@@ -57,10 +57,9 @@ from bayes_beats.api.schemas import (
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 
 HERE = Path(__file__).parent
-log = logging.getLogger("bentoml.bayes_beats")  # under BentoML's server logging
 # The renderer listens on loopback TCP, not a Unix socket: on SIGTERM BentoML's arbiter deletes its socket
 # directory before it stops the workers, so requests the API still holds could no longer reach a renderer
-# that is still serving them (graceful shutdown: `_defer_sigterm_until_api_gone`). `bentoml serve` reads
+# that is still serving them (graceful shutdown: `bayes_beats.api.drain`). `bentoml serve` reads
 # this after importing this module, before it creates the renderer's socket.
 os.environ.setdefault("BENTOML_NO_UDS", "1")
 BUILT_WITH = bentoml.use_arguments()  # the Bento's arguments, recorded by `bayes-beats package`; from source: none
@@ -136,64 +135,6 @@ GENERATOR_LIMITS = (
 )
 
 
-def _defer_sigterm_until_api_gone(service_name: str) -> None:
-    """In a renderer worker: hold uvicorn's SIGTERM until no API worker is left.
-
-    BentoML's arbiter (circus) SIGTERMs all workers at once; uvicorn would close the renderer's socket
-    while the API still has requests on their way to it (they would fail). Instead the renderer keeps
-    serving, and passes SIGTERM on to uvicorn (which then drains its own connections) once the sibling
-    workers of other services (the API) have exited, i.e. have answered all they had, or after
-    DRAIN_TIMEOUT_S. SIGINT (Ctrl+C) is left alone."""
-    import signal
-    import threading
-
-    import psutil
-
-    uvicorn_exit = signal.getsignal(signal.SIGTERM)
-    if not callable(uvicorn_exit) or threading.current_thread() is not threading.main_thread():
-        return
-    me = psutil.Process()
-
-    def api_workers() -> list[psutil.Process]:
-        try:
-            parent = me.parent()
-            siblings = parent.children() if parent is not None and parent.pid != 1 else []
-        except psutil.Error:
-            return []
-        found = []
-        for proc in siblings:
-            try:
-                cmd = proc.cmdline()
-            except psutil.Error:
-                continue
-            if "--service-name" in cmd[:-1] and cmd[cmd.index("--service-name") + 1] != service_name:
-                found.append(proc)
-        return found
-
-    def alive(proc: psutil.Process) -> bool:
-        try:
-            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
-
-    def stop_when_the_api_is_gone() -> None:
-        started, waiting_for = time.monotonic(), api_workers()
-        log.info("SIGTERM: serving until %d API worker(s) have exited", len(waiting_for))
-        while (waiting_for := [p for p in waiting_for if alive(p)]) and time.monotonic() < started + DRAIN_TIMEOUT_S:
-            time.sleep(0.1)
-        log.info("the API is gone after %.1f s (%d left): stopping", time.monotonic() - started, len(waiting_for))
-        uvicorn_exit(signal.SIGTERM, None)  # type: ignore[operator]
-
-    draining = threading.Event()
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        if not draining.is_set():  # a second SIGTERM (e.g. to the whole process group) changes nothing
-            draining.set()
-            threading.Thread(target=stop_when_the_api_is_gone, name="drain", daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-
-
 @bentoml.service(
     name="renderer",
     resources={"gpu": 1} if GPU else {"cpu": "2"},
@@ -210,7 +151,7 @@ class Renderer:
 
     @bentoml.on_startup
     def _stop_after_the_api(self) -> None:
-        _defer_sigterm_until_api_gone("renderer")
+        defer_sigterm_until_callers_gone("renderer", DRAIN_TIMEOUT_S)
 
     @bentoml.api
     def limits(self) -> dict:
