@@ -124,6 +124,9 @@ BUILD := podman build --network host --format docker --layers --build-arg BASE_I
 COMPOSE_VENV := $(CONTAINERS_HOME)/compose-venv
 PODMAN_COMPOSE := $(COMPOSE_VENV)/bin/podman-compose
 COMPOSE_LOCAL := $(PODMAN_COMPOSE) -f docker/compose.yaml -f docker/compose.local.yaml
+# a rebuilt image leaves the one it replaced untagged (8 GB each for the service and train images): drop
+# those, keep the tagged images and the layers they are built from (the next build's cache)
+PRUNE := podman image prune -f > /dev/null
 
 .PHONY: podman podman-config base-image service-image train-image stack-images images serve-image \
 	container-images stack-up stack-down
@@ -152,14 +155,17 @@ base-image: podman
 # a Bento (default: `make package`'s) → SERVICE_IMAGE; tests call it with a tiny Bento in a temp BENTOML_HOME
 service-image: base-image install
 	$(BIN)/python docker/containerize.py $(BENTO) $(SERVICE_IMAGE) --base-image $(LOCAL_BASE) --version $(VERSION)
+	$(PRUNE)
 
 train-image: base-image
 	$(BUILD) --ignorefile docker/train.Dockerfile.dockerignore -f docker/train.Dockerfile -t $(TRAIN_IMAGE) .
+	$(PRUNE)
 
 # the local compose stack's own images: MLflow (PyPI) and PostgreSQL (Debian's package), on the local base
 stack-images: base-image
 	$(BUILD) -f docker/mlflow.Dockerfile -t bayes-beats-mlflow:latest docker
 	$(BUILD) -f docker/postgres.Dockerfile -t bayes-beats-postgres:latest docker
+	$(PRUNE)
 
 # what the container tests build on (the service image itself is built in the test from a tiny Bento)
 container-images: train-image stack-images
