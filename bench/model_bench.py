@@ -40,25 +40,25 @@ def generation_rtf(model_dir: str = "models/finetuned", seconds: float = 10.0, r
     }
 
 
-def generation_rtf_alone() -> dict:
-    """`generation_rtf` in a fresh process, as serving runs it: nothing the benchmarks before it left behind
-    (worker pools, numba and BLAS threads, a fragmented heap) shares its two cores."""
-    done = subprocess.run([sys.executable, __file__, "generation"], capture_output=True, text=True)
+def _in_own_process(*argv: str) -> dict:
+    """Run a bench script in a fresh Python and return the JSON object its last line prints."""
+    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def generation_rtf_alone() -> dict:
+    """`generation_rtf` in a fresh process, as serving runs it: nothing the benchmarks before it left behind
+    (worker pools, numba and BLAS threads, a fragmented heap) shares its two cores."""
+    return _in_own_process(__file__, "generation")
 
 
 def training_cached_vs_live(steps: int = 8) -> dict:
     """Each mode in its own process, so peak RSS is that mode's alone."""
     out = {}
     for mode in ("cached", "live"):
-        done = subprocess.run(
-            [sys.executable, "bench/train_probe.py", mode, str(steps)], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-2000:])
-        out[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+        out[mode] = _in_own_process("bench/train_probe.py", mode, str(steps))
     out["speedup_cached_vs_live"] = round(out["cached"]["samples_per_s"] / out["live"]["samples_per_s"], 2)
     out["rss_ratio_live_vs_cached"] = round(out["live"]["peak_rss_mb"] / out["cached"]["peak_rss_mb"], 2)
     return out
