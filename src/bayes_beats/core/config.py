@@ -216,8 +216,16 @@ class PackageParams(Section):
     bento_model: str = "bayes-beats"  # name in the BentoML model store; the Bento pins the exact tag imported
 
 
+class TrafficParams(Section):
+    requests: int = Field(ge=2)  # answered by the fine-tuned model, then split into reference and sample
+    reference_share: float = Field(gt=0, lt=1)
+    seconds: float = Field(gt=0)
+    seed: int
+
+
 class MonitorParams(Section):
-    requests: str = "monitoring/requests_sample.csv"  # the request log: SQLite path, SQLAlchemy URL or CSV export
+    requests: str = "data/traffic/requests.csv"  # the request log: SQLite path, SQLAlchemy URL or CSV export
+    fail_on_drift: bool = False  # a failed test exits 1 (the CronJob's alert); otherwise reported, exit 0
     window_hours: float = Field(0.0, ge=0)  # only the last N hours of the log; 0 = all of it
     min_requests: int = Field(20, ge=1)
     max_drifted_share: float = Field(0.5, gt=0, le=1)  # of the prompt + audio columns
@@ -248,6 +256,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     register: RegisterParams = RegisterParams()
     package: PackageParams = PackageParams()
+    traffic: TrafficParams = TrafficParams(requests=120, reference_share=0.5, seconds=10.0, seed=0)
     monitor: MonitorParams = MonitorParams()
 
 

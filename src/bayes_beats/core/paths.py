@@ -21,6 +21,9 @@ LABELS_TABLE = LABELS / "labels.parquet"
 DATASET = Path("data/dataset")
 ENCODED = Path("data/encoded")
 TRAIN_CACHE = ENCODED / "train.safetensors"
+TRAFFIC = Path("data/traffic")  # the monitor's reference and the demo's sample traffic, from one draw
+TRAFFIC_REFERENCE = TRAFFIC / "reference.csv"
+TRAFFIC_SAMPLE = TRAFFIC / "requests.csv"
 
 # models/ and training checkpoints (checkpoint-N dirs, kept across runs for resume)
 CODEC = Path("models/codec")
