@@ -190,6 +190,7 @@ def test_kubernetes_manifests_keep_the_serving_contract():
     assert cron["schedule"] == "0 * * * *"
     assert job["args"][-1] == "monitor" and job["image"].split(":")[0] == "bayes-beats-train"  # `dvc repro monitor`
     assert "monitor.requests=env:BAYES_BEATS_REQUEST_LOG" in job["args"]
+    assert "monitor.fail_on_drift=true" in job["args"]  # the scheduled job pages; `dvc repro` in the demo does not
     cron_env = {e["name"]: e for e in job["env"]}
     assert cron_env["BAYES_BEATS_REQUEST_LOG"]["valueFrom"]["secretKeyRef"]["name"] == "request-log"
     assert env["BAYES_BEATS_REQUEST_LOG"]["valueFrom"]["secretKeyRef"]["name"] == "request-log"

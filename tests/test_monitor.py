@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BIN
+import yaml
+from conftest import BIN, REPO
 
 from bayes_beats.api.requestlog import Generation, RequestLog, read_requests
 from bayes_beats.data.synth import plan_track, render_track
@@ -99,12 +100,20 @@ def reference_frame(n: int, rng: np.random.Generator) -> pd.DataFrame:
 @pytest.fixture
 def monitor_dir(tmp_path):
     rng = np.random.default_rng(0)
+    (tmp_path / "data/traffic").mkdir(parents=True)
+    reference_frame(60, rng).drop(columns="latency_s").to_csv(tmp_path / "data/traffic/reference.csv", index=False)
     (tmp_path / "reports/eval").mkdir(parents=True)
-    reference_frame(60, rng).drop(columns="latency_s").to_csv(tmp_path / "reports/eval/requests.csv", index=False)
     vocab = "calm piano evening happy upbeat drums dark ambient pad energetic"
     (tmp_path / "reports/eval/vocabulary.txt").write_text("\n".join(vocab.split()))
-    (tmp_path / "params.yaml").write_text("monitor:\n  requests: current.csv\n")
+    (tmp_path / "params.yaml").write_text(monitor_params("current.csv"))
     return tmp_path
+
+
+def monitor_params(requests: str, **extra) -> str:
+    """The repository's params.yaml with monitor.requests and `extra` of its monitor section replaced."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["monitor"].update(requests=requests, **extra)
+    return yaml.safe_dump(params)
 
 
 def monitor(cwd, **env: str) -> subprocess.CompletedProcess:
@@ -115,16 +124,18 @@ def monitor(cwd, **env: str) -> subprocess.CompletedProcess:
 def test_monitor_passes_on_requests_like_the_reference(monitor_dir):
     reference_frame(120, np.random.default_rng(1)).to_csv(monitor_dir / "current.csv", index=False)
     # env:NAME: the location (a database URL with its password, in production) comes from the environment
-    (monitor_dir / "params.yaml").write_text("monitor:\n  requests: env:REQUEST_LOG_URL\n")
+    (monitor_dir / "params.yaml").write_text(monitor_params("env:REQUEST_LOG_URL", fail_on_drift=True))
     done = monitor(monitor_dir, REQUEST_LOG_URL=str(monitor_dir / "current.csv"))
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((monitor_dir / "metrics/monitor.json").read_text())
     assert summary["requests"] == 120 and summary["failed"] == 0 and summary["tests"] >= 5
     assert (monitor_dir / "reports/monitor.html").stat().st_size > 10_000
     assert json.loads((monitor_dir / "reports/monitor.json").read_text())["tests"]
+    prom = (monitor_dir / "reports/monitor.prom").read_text()
+    assert "bayes_beats_monitor_tests_failed 0.0" in prom and "bayes_beats_monitor_drift_detected 0.0" in prom
 
 
-def test_monitor_fails_on_drift_a_low_clap_score_slow_answers_and_unknown_words(monitor_dir):
+def drifted_sample(path) -> None:
     drifted = reference_frame(120, np.random.default_rng(2))
     drifted["bpm"] += 60
     drifted["centroid_hz"] *= 2
@@ -132,7 +143,24 @@ def test_monitor_fails_on_drift_a_low_clap_score_slow_answers_and_unknown_words(
     drifted["clap_local"] -= 0.3
     drifted["latency_s"] += 30
     drifted["prompt"] = "zxq vaporwave blorp " + drifted["prompt"]
-    drifted.to_csv(monitor_dir / "current.csv", index=False)
+    drifted.to_csv(path, index=False)
+
+
+def test_drift_is_reported_and_exits_0_so_dvc_repro_goes_on(monitor_dir):
+    drifted_sample(monitor_dir / "current.csv")
+    done = monitor(monitor_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tests failed" in done.stderr and "fail_on_drift" in done.stderr
+    summary = json.loads((monitor_dir / "metrics/monitor.json").read_text())
+    assert summary["failed"] >= 4 and any("Drifted" in f for f in summary["failures"])
+    report = json.loads((monitor_dir / "reports/monitor.json").read_text())
+    assert [t for t in report["tests"] if str(t["status"]).endswith("FAIL")]  # the report says so too
+    assert "bayes_beats_monitor_drift_detected 1.0" in (monitor_dir / "reports/monitor.prom").read_text()
+
+
+def test_drift_fails_only_in_the_alerting_mode(monitor_dir):
+    drifted_sample(monitor_dir / "current.csv")
+    (monitor_dir / "params.yaml").write_text(monitor_params("current.csv", fail_on_drift=True))
     done = monitor(monitor_dir)
     assert done.returncode == 1, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
@@ -147,11 +175,11 @@ def test_monitor_reads_the_service_log_and_says_when_it_is_missing(monitor_dir, 
     for i in range(3):
         log.record(generation(clip, prompt=f"calm piano evening {i}"))
     log.close()
-    (monitor_dir / "params.yaml").write_text("monitor:\n  requests: requests.sqlite\n  window_hours: 24\n")
+    (monitor_dir / "params.yaml").write_text(monitor_params("requests.sqlite", window_hours=24, fail_on_drift=True))
     done = monitor(monitor_dir)
     assert done.returncode == 1  # 3 requests are fewer than min_requests: that is a failed test too
     assert json.loads((monitor_dir / "metrics/monitor.json").read_text())["requests"] == 3
-    (monitor_dir / "params.yaml").write_text("monitor:\n  requests: nowhere.sqlite\n")
+    (monitor_dir / "params.yaml").write_text(monitor_params("nowhere.sqlite"))
     done = monitor(monitor_dir)
     assert done.returncode == 2 and "no request log at" in done.stderr and "Traceback" not in done.stderr
 
@@ -164,6 +192,6 @@ def test_the_log_and_the_monitor_work_on_postgres(postgres, monitor_dir, clip):
     assert log.counts["recorded"] == 3
     rows = read_requests(postgres, since_hours=1)
     assert len(rows) >= 3 and rows["bpm"].notna().all() and str(rows["ts"].dtype).startswith("datetime64")
-    (monitor_dir / "params.yaml").write_text("monitor:\n  requests: env:LOG_URL\n  min_requests: 3\n")
+    (monitor_dir / "params.yaml").write_text(monitor_params("env:LOG_URL", min_requests=3))
     done = monitor(monitor_dir, LOG_URL=postgres)
     assert json.loads((monitor_dir / "metrics/monitor.json").read_text())["requests"] == len(rows), done.stderr

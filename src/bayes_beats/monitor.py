@@ -1,14 +1,16 @@
 """`monitor`: are the requests the service gets, and what it answers, still like the evaluation set?
 
 Evidently report + tests on the request log (bayes_beats.api.requestlog) against the reference that the
-`evaluate` stage writes (the fine-tuned model's eval generations in the log's columns): drift of prompt
+`traffic` stage writes (the fine-tuned model's answers at the service's defaults, in the log's columns): drift of prompt
 descriptors (length, words, out-of-vocabulary rate against the training captions) and of the audio's
 features (bpm, mode, loudness, brightness, onset rate, clap_local), plus floors and ceilings on the
 CLAP score, latency and OOV rate. When the log is a database (not the CSV sample), also the listeners'
 votes (bayes_beats.api.listeners): the like-rate (share of up votes), votes per day, and a test that the
 last day's like-rate is not below `min_like_rate_ratio` of the 7 days' before. Writes reports/monitor.html
-+ .json and metrics/monitor.json; exits 1 when a test fails, so the Kubernetes CronJob alerts by its exit
-status."""
++ .json, metrics/monitor.json and reports/monitor.prom (Prometheus text format, for a textfile collector or
+a Pushgateway): each says which tests failed. Finding drift is the monitor doing its job, so by default it
+exits 0 and `dvc repro` goes on; `monitor.fail_on_drift: true` (the Kubernetes CronJob sets it) makes a
+failed test exit 1, so the job that should page someone alerts by its exit status."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from bayes_beats.core.config import MonitorParams, Params
 
 log = logging.getLogger(__name__)
 REPORT = paths.MONITOR_REPORT
-REFERENCE = paths.EVAL_REQUESTS
+REFERENCE = paths.TRAFFIC_REFERENCE
 VOCABULARY = paths.EVAL_VOCABULARY
 AUDIO_COLUMNS = ["bpm", "loudness_lufs", "centroid_hz", "onset_rate", "clap_local"]
 PROMPT_COLUMNS = ["prompt_chars", "prompt_words", "oov_pct"]
@@ -165,7 +167,7 @@ def run(params: Params) -> None:
     mp = params.monitor
     for path in (REFERENCE, VOCABULARY):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} missing: it comes from the evaluate stage (`dvc repro evaluate`)")
+            raise FileNotFoundError(f"{path} missing: `dvc repro traffic evaluate` writes it")
     vocabulary = set(VOCABULARY.read_text().split())
     reference = pd.read_csv(REFERENCE)
     current = load_current(mp)
@@ -200,9 +202,32 @@ def run(params: Params) -> None:
             "votes": votes,
         },
     )
-    if failed:
-        raise MonitorAlert(f"{len(failed)} of {n_tests} tests failed ({REPORT}): " + "; ".join(failed))
-    log.info("monitor: all %d tests passed (%s)", n_tests, REPORT)
+    write_prometheus(n_tests, failed, len(current))
+    if not failed:
+        log.info("monitor: all %d tests passed (%s)", n_tests, REPORT)
+        return
+    message = f"{len(failed)} of {n_tests} tests failed ({REPORT}): " + "; ".join(failed)
+    if mp.fail_on_drift:
+        raise MonitorAlert(message)
+    log.warning("monitor: %s (reported; monitor.fail_on_drift makes this exit 1)", message)
+
+
+def write_prometheus(n_tests: int, failed: list[str], requests: int) -> None:
+    """The verdict as gauges, for Prometheus (node-exporter's textfile collector, or a Pushgateway)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    gauges = {
+        "tests": (n_tests, "Monitoring tests run on the request log"),
+        "tests_failed": (len(failed), "Monitoring tests that failed (drift, CLAP floor, latency, OOV, like-rate)"),
+        "drift_detected": (int(any("Drifted" in f for f in failed)), "1 when the drifted-columns test failed"),
+        "requests": (requests, "Requests in the monitored window"),
+        "last_run_timestamp_seconds": (datetime.now(UTC).timestamp(), "When the monitor last ran"),
+    }
+    for name, (value, help_text) in gauges.items():
+        Gauge(f"bayes_beats_monitor_{name}", help_text, registry=registry).set(value)
+    paths.MONITOR_PROM.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(paths.MONITOR_PROM), registry)  # writes a temp file and renames it: atomic
 
 
 def _empty(frame: pd.DataFrame, column: str) -> bool:

@@ -43,6 +43,7 @@ EVAL_REQUESTS = EVAL_REPORTS / "requests.csv"  # the monitor's reference
 EVAL_VOCABULARY = EVAL_REPORTS / "vocabulary.txt"
 MONITOR_REPORT = REPORTS / "monitor.html"
 MONITOR_JSON = REPORTS / "monitor.json"
+MONITOR_PROM = REPORTS / "monitor.prom"  # the verdict as Prometheus gauges
 
 METRICS = Path("metrics")
 DATA_METRICS = METRICS / "data.json"
