@@ -20,6 +20,7 @@ TOY = {
     "codec": {**TINY["codec"], "stats_clips": 8, "eval_clips": 2},
     "clap": {"steps": 20, "batch_size": 8, "crop_seconds": 2},
     "evaluate": {"validation_prompts": 4, "seconds": 4, "num_variations": 2, "diversity_prompts": 2},
+    "register": {"floors": {"clap_local": -1.0}},  # a 60-step model must become the champion `package` needs
     "traffic": {"requests": 40, "seconds": 4},
     "monitor": {"min_requests": 10},
 }
