@@ -11,8 +11,11 @@ source, `--arg model_tag=...` or `bayes-beats:latest`), or, when BAYES_BEATS_MOD
 MLflow UI takes effect on restart.
 
 Shutdown (SIGTERM to `bentoml serve`, which passes it to every worker at once): the API stops accepting
-and finishes what it holds; each renderer worker keeps serving until no API worker is left (at most
-BAYES_BEATS_DRAIN_TIMEOUT_S), so no request is cut off between the two.
+and finishes what it holds; each renderer worker keeps serving until every API worker has said it is done
+(its on_shutdown hook; at most BAYES_BEATS_DRAIN_TIMEOUT_S), so no request is cut off between the two.
+
+Request hardening is bayes_beats.api.guard, a service middleware (add_asgi_middleware); nothing of
+BentoML's is patched (tests/test_service.py checks the import).
 
 Every generation is logged (bayes_beats.api.requestlog, off the critical path) to BAYES_BEATS_REQUEST_LOG, a
 SQLite path or a Postgres URL ("off" disables it), for `bayes-beats monitor`. Its clap_local score uses
@@ -33,16 +36,19 @@ from bentoml.validators import ContentType
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import Field
 
+from bayes_beats.api import drain
 from bayes_beats.api.catalog import load_catalog
-from bayes_beats.api.drain import defer_sigterm_until_callers_gone
-from bayes_beats.api.guard import GuardMiddleware
+from bayes_beats.api.guard import GuardMiddleware, metrics_exposition
+from bayes_beats.api.imagevibe import MAX_BYTES as MAX_IMAGE_BYTES
 from bayes_beats.api.imagevibe import ImageError, Vibe, vibe_of_file
 from bayes_beats.api.listeners import Listeners, ListenerStore, listener_routes
 from bayes_beats.api.requestlog import Generation, RequestLog
 from bayes_beats.api.schemas import (
+    PROMPT_MAX_CHARS,
     Bpm,
+    Caption,
+    DurationS,
     Energy,
     Keyscale,
     Listener,
@@ -50,8 +56,10 @@ from bayes_beats.api.schemas import (
     Rendered,
     RenderJob,
     RenderRequest,
+    Seed,
     Temperature,
     encode_wav,
+    request_limits,
     variations_json,
 )
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
@@ -60,7 +68,7 @@ HERE = Path(__file__).parent
 # The renderer listens on loopback TCP, not a Unix socket: on SIGTERM BentoML's arbiter deletes its socket
 # directory before it stops the workers, so requests the API still holds could no longer reach a renderer
 # that is still serving them (graceful shutdown: `bayes_beats.api.drain`). `bentoml serve` reads
-# this after importing this module, before it creates the renderer's socket.
+# this (its documented environment variable) after importing this module, before it creates the socket.
 os.environ.setdefault("BENTOML_NO_UDS", "1")
 BUILT_WITH = bentoml.use_arguments()  # the Bento's arguments, recorded by `bayes-beats package`; from source: none
 MODEL_TAG = getattr(BUILT_WITH, "model_tag", "bayes-beats:latest")
@@ -83,6 +91,19 @@ listener_routes(page, LISTENERS)  # POST /feedback, GET and DELETE /listener/{li
 @page.get("/")
 def index() -> FileResponse:
     return FileResponse(HERE / "static" / "index.html")
+
+
+@page.get("/limits")
+def limits() -> JSONResponse:
+    """The request fields' bounds and the image cap: what the page's controls allow (one source: schemas)."""
+    return JSONResponse({"fields": request_limits(), "max_image_bytes": MAX_IMAGE_BYTES})
+
+
+@page.get("/metrics")
+def metrics() -> Response:
+    """Every worker's Prometheus metrics (the API's by route: bayes_beats.api.guard)."""
+    body, media_type = metrics_exposition()
+    return Response(body, media_type=media_type)
 
 
 @page.get("/catalog")
@@ -151,7 +172,7 @@ class Renderer:
 
     @bentoml.on_startup
     def _stop_after_the_api(self) -> None:
-        defer_sigterm_until_callers_gone("renderer", DRAIN_TIMEOUT_S)
+        drain.defer_sigterm_until_callers_gone(DRAIN_TIMEOUT_S)
 
     @bentoml.api
     def limits(self) -> dict:
@@ -202,9 +223,13 @@ class Renderer:
 # catches aiohttp's ServerTimeoutError, not the TimeoutError a total timeout raises), and its /readyz task
 # then sat in BentoML's TimeoutMiddleware for the whole traffic timeout, holding up graceful shutdown
 # (uvicorn waits for every task). `__is_ready__` asks the renderer instead and never raises.
+# BentoML's concurrency limit and request metrics are off here: they would sit outside the guard (a slow
+# upload would hold a slot; an invented path would become a metrics label); the guard does both after its
+# checks (max_concurrency 64, the series bentoml_service_request_*, labelled by route).
 @bentoml.service(
     name="bayes-beats",
-    traffic={"timeout": 300, "max_concurrency": 64},
+    traffic={"timeout": 300},
+    metrics={"enabled": False},
     runner_probe={"enabled": False, "timeout": 1, "period": 10},
 )
 @bentoml.asgi_app(page, path="/")
@@ -218,6 +243,10 @@ class BayesBeats:
         self.request_log = RequestLog(REQUEST_LOG, clap_dir) if REQUEST_LOG != "off" else None
         LISTENERS.start()  # the generation-id key, read once here: a generation never waits on the database
 
+    @bentoml.on_startup
+    def _call_the_renderer(self) -> None:
+        drain.register_caller()  # the renderer serves until this worker is done (on_shutdown)
+
     async def __is_ready__(self) -> bool:
         """Ready when the renderer is: its /readyz within 3 s (the cluster's readiness probe waits 5)."""
         is_ready = getattr(self.renderer, "is_ready", None)
@@ -229,7 +258,9 @@ class BayesBeats:
             return False
 
     @bentoml.on_shutdown
-    def _flush_request_log(self) -> None:
+    def _done(self) -> None:
+        """After uvicorn answered all this worker held: the renderer may stop; the log is written."""
+        drain.caller_done()
         if self.request_log is not None:
             self.request_log.close(timeout_s=20)
 
@@ -303,9 +334,9 @@ class BayesBeats:
     async def generate_from_image(
         self,
         image: Annotated[Path, ContentType("image/*")],
-        caption: Annotated[str, Field(max_length=500)] = "",
-        duration_s: Annotated[float, Field(ge=1.0, le=30.0)] = 10.0,
-        seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
+        caption: Caption = "",
+        duration_s: DurationS = 10.0,
+        seed: Seed = 0,
         temperature: Temperature = DEFAULT_TEMPERATURE,
         num_variations: NumVariations = 1,
         bpm: Bpm = None,
@@ -323,14 +354,14 @@ class BayesBeats:
             except ValidationError as err:
                 raise InvalidArgument("caption: " + "; ".join(e["msg"] for e in err.errors())) from None
         vibe = await _vibe(image)  # decoded in a worker thread: the event loop keeps serving
-        prompt = f"{vibe.caption}. {caption.strip()}"[:500] if caption.strip() else vibe.caption
+        prompt = f"{vibe.caption}. {caption.strip()}"[:PROMPT_MAX_CHARS] if caption.strip() else vibe.caption
         options = dict(num_variations=num_variations, temperature=temperature, bpm=bpm, keyscale=keyscale)
         request = _request(prompt, duration_s, seed, energy=energy, listener=listener, **options)
         rendered, ids = await self._render(request, "image", vibe)
         return variations_json(rendered, ids, listener, vibe=vibe.to_dict(), prompt=prompt)
 
 
-BayesBeats.add_asgi_middleware(GuardMiddleware)
+BayesBeats.add_asgi_middleware(GuardMiddleware, service_name="bayes-beats")
 
 
 def _request(prompt, duration_s, seed, **options) -> RenderRequest:

@@ -113,7 +113,7 @@ def test_the_store_on_postgres(postgres):
 
 def test_without_a_store_feedback_says_so():
     listeners = Listeners(None)
-    answer = asyncio.run(listeners.call("vote_answer", "listener-x", "id", 1))
+    answer = asyncio.run(listeners.answer(lambda store: store.vote("listener-x", "id", 1).to_dict()))
     assert answer.status_code == 503 and b"BAYES_BEATS_REQUEST_LOG" in answer.body
     assert listeners.start().features(listeners.start().sign([0.0, 1.0, 0.0])).tolist() == [0.0, 1.0, 0.0]
 

@@ -419,3 +419,61 @@ def test_renderer_in_process_a_request_sounds_the_same_alone_or_batched(registry
     print(f"alone vs batched: max |difference| {difference:.2e}")
     assert difference < 1e-2  # batched matmuls round differently; the music is the same
     assert np.abs(pcm(batched[0]) - pcm(alone)).max() > 0.1
+
+
+# ---- nothing of BentoML's is patched: the service uses its extension points only
+
+NO_PATCH = r"""
+import importlib, inspect, json, sys
+WATCHED = ("bentoml", "_bentoml_impl", "_bentoml_sdk", "starlette", "uvicorn")
+for name in ("_bentoml_impl.server.app", "_bentoml_impl.server.serving", "_bentoml_impl.worker.service",
+             "_bentoml_sdk.service.factory", "bentoml._internal.server.base_app",
+             "bentoml._internal.server.http.instruments", "bentoml._internal.server.http.traffic",
+             "bentoml._internal.server.http.access", "starlette.routing", "starlette.applications"):
+    importlib.import_module(name)
+
+def snapshot():
+    seen = {}
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in WATCHED:
+            continue
+        for attr, value in list(vars(module).items()):
+            if inspect.isclass(value) and value.__module__ == name:
+                for key, member in list(vars(value).items()):
+                    seen[f"{name}.{attr}.{key}"] = id(getattr(member, "fget", member))
+            elif inspect.isfunction(value) and value.__module__ == name:
+                seen[f"{name}.{attr}"] = id(value.__code__)
+                seen[f"{name}.{attr}()"] = id(value)
+    return seen
+
+before = snapshot()
+sys.path.insert(0, ".")
+service = importlib.import_module("service")
+imported = snapshot()
+service.BayesBeats.to_asgi(is_main=True).build_middleware_stack()  # what a worker builds, the guard too
+built = snapshot()
+own = "bentoml._internal.configuration.containers."  # the config providers BentoML itself loads and sets
+print(json.dumps({stage: sorted(k for k in before if now.get(k) != before[k] and not k.startswith(own))
+                  for stage, now in (("import", imported), ("app", built))}))
+"""
+
+
+def test_importing_the_service_patches_nothing_in_bentoml(tmp_path):
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion",  # nothing looked up at import
+        "BAYES_BEATS_CLAP_DIR": "",
+        "BAYES_BEATS_REQUEST_LOG": "off",
+    }
+    done = subprocess.run(
+        [str(BIN / "python"), "-c", NO_PATCH],
+        cwd=REPO / "serving",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    changed = json.loads(done.stdout.splitlines()[-1])
+    assert changed == {"import": [], "app": []}, f"patched by serving/service.py: {changed}"

@@ -1,62 +1,78 @@
-"""Graceful shutdown of a composed BentoML service: a dependency's worker keeps serving until its callers
-are gone.
+"""Graceful shutdown of a composed BentoML service: a dependency keeps serving until its callers are done.
 
 BentoML's arbiter (circus) SIGTERMs all workers at once; uvicorn would close the renderer's socket while
-the API still has requests on their way to it (they would fail). Instead the renderer keeps serving, and
-passes SIGTERM on to uvicorn (which then drains its own connections) once the sibling workers of other
-services (the API) have exited, i.e. have answered all they had, or after a timeout."""
+the API still has requests on their way to it (they would fail). BentoML 1.4 has no shutdown order for
+dependencies, so the services say it themselves, through BentoML's lifecycle hooks:
+
+- each caller worker (the API) registers in `on_startup` (`register_caller`: a file named after its pid,
+  in a folder of this `bentoml serve`, i.e. of the arbiter every worker has as its parent) and leaves in
+  `on_shutdown` (`caller_done`), which BentoML runs once uvicorn has answered everything the worker held;
+- the renderer's workers, on SIGTERM, keep serving until no live caller is registered, or the timeout,
+  then hand SIGTERM to uvicorn, which drains its own connections (`defer_sigterm_until_callers_gone`).
+
+A caller that dies without its shutdown hook is not waited for: its pid is gone."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import tempfile
 import threading
 import time
-
-import psutil
+from pathlib import Path
 
 log = logging.getLogger("bentoml.bayes_beats")  # under BentoML's server logging
 
 
-def _other_service_workers(me: psutil.Process, service_name: str) -> list[psutil.Process]:
-    """The sibling worker processes (same arbiter) that serve a service other than `service_name`."""
-    try:
-        parent = me.parent()
-        siblings = parent.children() if parent is not None and parent.pid != 1 else []
-    except psutil.Error:
-        return []
-    found = []
-    for proc in siblings:
-        try:
-            cmd = proc.cmdline()
-        except psutil.Error:
-            continue
-        if "--service-name" in cmd[:-1] and cmd[cmd.index("--service-name") + 1] != service_name:
-            found.append(proc)
-    return found
+def callers_dir() -> Path:
+    """The folder the workers of this server share (one arbiter: one parent pid)."""
+    return Path(tempfile.gettempdir()) / f"bayes-beats-callers-{os.getppid()}"
 
 
-def _alive(proc: psutil.Process) -> bool:
+def register_caller() -> None:
+    folder = callers_dir()
+    folder.mkdir(exist_ok=True)
+    (folder / str(os.getpid())).touch()
+
+
+def caller_done() -> None:
+    folder = callers_dir()
+    (folder / str(os.getpid())).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # the last one out
+        folder.rmdir()
+
+
+def _alive(pid: int) -> bool:
     try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    except PermissionError:
+        return True
+    return True
 
 
-def defer_sigterm_until_callers_gone(service_name: str, timeout_s: float) -> None:
-    """In a worker of `service_name`: hold uvicorn's SIGTERM until no worker of another service is left
-    (at most `timeout_s`). SIGINT (Ctrl+C) is left alone; outside the main thread this does nothing."""
+def live_callers(folder: Path) -> list[int]:
+    pids = [int(p.name) for p in folder.glob("*") if p.name.isdigit()] if folder.is_dir() else []
+    return [pid for pid in pids if _alive(pid)]
+
+
+def defer_sigterm_until_callers_gone(timeout_s: float) -> None:
+    """In a dependency's worker: hold uvicorn's SIGTERM until no registered caller is left (at most
+    `timeout_s`). SIGINT (Ctrl+C) is left alone; outside the main thread this does nothing."""
     uvicorn_exit = signal.getsignal(signal.SIGTERM)
     if not callable(uvicorn_exit) or threading.current_thread() is not threading.main_thread():
         return
-    me = psutil.Process()
+    folder = callers_dir()
 
     def stop_when_the_callers_are_gone() -> None:
-        started, waiting_for = time.monotonic(), _other_service_workers(me, service_name)
-        log.info("SIGTERM: serving until %d API worker(s) have exited", len(waiting_for))
-        while (waiting_for := [p for p in waiting_for if _alive(p)]) and time.monotonic() < started + timeout_s:
+        started = time.monotonic()
+        log.info("SIGTERM: serving until %d API worker(s) are done", len(live_callers(folder)))
+        while (left := live_callers(folder)) and time.monotonic() < started + timeout_s:
             time.sleep(0.1)
-        log.info("the API is gone after %.1f s (%d left): stopping", time.monotonic() - started, len(waiting_for))
+        log.info("the API is done after %.1f s (%d left): stopping", time.monotonic() - started, len(left))
         uvicorn_exit(signal.SIGTERM, None)  # type: ignore[operator]
 
     draining = threading.Event()

@@ -8,9 +8,12 @@ malformed form and for a form whose `image` is not a real file upload (BentoML d
 server-side request forgery) or whose file sits under another name. A client that leaves mid-body ends its
 request at once. Everything else goes on with its body replayed.
 
-Also, for a bounded /metrics: BentoML's Prometheus middleware labels requests by raw path; the guard tells
-it the route template instead ("/catalog/{entry_id}/image"), and unknown paths never reach it. And a 4xx
-is one log line, not an ERROR with a traceback."""
+It sits where BentoML puts a service's middleware (`Service.add_asgi_middleware`): inside BentoML's
+timeout and access log. Two of BentoML's own layers would sit outside it, so the service turns them off
+(service config) and the guard does their job after its checks: the concurrency limit (429; a body is read
+first, so slow clients never hold one of the slots) and the request metrics, labelled by route template
+("/catalog/{entry_id}/image"), never by a path a client invents (/metrics stays bounded). And a 4xx is one
+log line, not an ERROR with a traceback."""
 
 from __future__ import annotations
 
@@ -19,14 +22,17 @@ import hmac
 import json
 import logging
 import os
+import time
 import unicodedata
-from typing import Any
+from functools import cache
+
+from bayes_beats.api.imagevibe import MAX_BYTES as MAX_IMAGE_BYTES
 
 PUBLIC_PATHS = {"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/schema.json"}
 
 PUBLIC_PREFIXES = ("/static/", "/catalog", "/assets/", "/static_content/")
 
-MAX_BODY_BYTES = 11 * 1024 * 1024  # a 10 MB image plus multipart overhead
+MAX_BODY_BYTES = MAX_IMAGE_BYTES + 1024 * 1024  # the image cap plus multipart overhead
 # a body gets BODY_GRACE_S, plus one second per MIN_BODY_RATE bytes received, up to BODY_TIMEOUT_S in all:
 # a 10 MB photo needs ~2.8 Mbit/s; a few bytes a second are cut off after ~10 s. The cap also bounds how
 # long SIGTERM waits for a client that is still sending (the pods' grace period is 60 s).
@@ -39,17 +45,14 @@ MAX_FILENAME_BYTES = 200  # BentoML names its temp file after the upload: 255 by
 MAX_FORM_FIELDS, MAX_FORM_FILES = 32, 4
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # what BentoML reads as a form
 BODYLESS_METHODS = {"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"}
-ROUTE_KEY = "bayes_beats.route"  # the scope key carrying the matched route's template, for the metrics label
-PATH_KEY = "bayes_beats.path"
+MAX_CONCURRENCY = 64  # requests past the body read at once (per worker); more: 429, as BentoML answers
+UNCOUNTED = frozenset({"/metrics", "/healthz", "/livez", "/readyz"})  # probes: no metrics, no concurrency slot
 
 logger = logging.getLogger("bayes_beats.guard")
 
 
 class GuardMiddleware:
-    """ASGI middleware; add it with `Service.add_asgi_middleware(GuardMiddleware)`. `outermost` makes BentoML
-    place it first (see `_guard_first`): before metrics, access log, timeout and the concurrency limit."""
-
-    outermost = True
+    """ASGI middleware; add it with `Service.add_asgi_middleware(GuardMiddleware, service_name=...)`."""
 
     def __init__(
         self,
@@ -59,10 +62,13 @@ class GuardMiddleware:
         min_body_rate: float = MIN_BODY_RATE,
         body_timeout_s: float = BODY_TIMEOUT_S,
         buffer_budget: int = BUFFER_BUDGET,
+        max_concurrency: int = MAX_CONCURRENCY,
+        service_name: str = "",
     ) -> None:
         self.app, self.max_body_bytes = app, max_body_bytes
         self.body_grace_s, self.min_body_rate, self.body_timeout_s = body_grace_s, min_body_rate, body_timeout_s
         self.buffer_budget, self.buffered = buffer_budget, 0
+        self.max_concurrency, self.active, self.service_name = max_concurrency, 0, service_name
         self.api_key = os.environ.get("BAYES_BEATS_API_KEY", "")
         self._routes: list | None = None
         _quiet_client_errors()
@@ -74,7 +80,7 @@ class GuardMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        path, method = scope.get("path", ""), scope.get("method", "GET")
+        path = scope.get("path", "")
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):  # "/static/%00": no file system call sees it
             return await _answer(scope, send, 400, "path contains control characters", close=True)
         if self.api_key and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
@@ -82,15 +88,39 @@ class GuardMiddleware:
             if not hmac.compare_digest(given.encode(), self.api_key.encode()):
                 return await _answer(scope, send, 401, "missing or wrong API key (header X-API-Key)")
         route = self.route(scope)
-        if route is None:  # answered here, so BentoML's metrics never see (and label) a stranger's path
+        if route is None:  # answered here: a stranger's path is never a metrics label
             return await _answer(scope, send, 404, "not found")
-        scope = {**scope, ROUTE_KEY: route}
+        if route in UNCOUNTED:
+            return await self._guarded(scope, receive, send, headers)
+        metrics, labels = _metrics(), {"endpoint": route, **_service_labels(self.service_name)}
+        status = 500
+        in_progress = metrics.in_progress.labels(**labels)
+        in_progress.inc()
+        started = time.perf_counter()
+
+        async def counted_send(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, counted_send, headers)
+        finally:
+            in_progress.dec()
+            done = {**labels, "http_response_code": str(status)}
+            metrics.total.labels(**done).inc()
+            metrics.duration.labels(**done).observe(time.perf_counter() - started)
+
+    async def _guarded(self, scope, receive, send, headers: dict[str, str]) -> None:
+        """The body rules, then the concurrency limit, then the app with the body replayed."""
+        method = scope.get("method", "GET")
         declared = headers.get("content-length", "")
         has_body = (declared.strip() not in ("", "0")) or "transfer-encoding" in headers
         if method in BODYLESS_METHODS:
             if has_body:
                 return await _answer(scope, send, 400, f"a {method} request carries no body", close=True)
-            return await self.app(scope, receive, send)
+            return await self._limited(scope, receive, send)
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             too_big = f"request body over {self.max_body_bytes // (1024 * 1024)} MB"
             return await _answer(scope, send, 413, too_big, close=True)
@@ -112,9 +142,20 @@ class GuardMiddleware:
                 replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
 
-            return await self.app(scope, replay, send)
+            return await self._limited(scope, replay, send)
         finally:
             self.buffered -= sum(map(len, chunks))
+
+    async def _limited(self, scope, receive, send) -> None:
+        if scope.get("path") in UNCOUNTED:
+            return await self.app(scope, receive, send)
+        if self.active >= self.max_concurrency:
+            return await _answer(scope, send, 429, "too many requests; retry shortly")
+        self.active += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
     async def _read(self, receive, chunks: list[bytes]) -> tuple[int, str] | None:
         """The body into `chunks` (capped: a chunked body may lie about or omit its length), or the error."""
@@ -234,13 +275,13 @@ async def _answer(scope, send, status: int, message: str, close: bool = False) -
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:  # the rest of the body is not read: the connection cannot carry another request
         headers.append((b"connection", b"close"))
-    if status == 503:
+    if status in (429, 503):
         headers.append((b"retry-after", b"1"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-# ---- BentoML integration (bentoml==1.4.40 is pinned; tests/test_hardening.py checks each of these live)
+# ---- logging: a client's mistake is one line
 
 
 class _ClientErrorFilter(logging.Filter):
@@ -270,61 +311,60 @@ def _client_status(error: BaseException) -> int | None:
 
 
 def _quiet_client_errors() -> None:
-    http_app = logging.getLogger("bentoml._internal.server.http_app")  # where BentoML's log_exception writes
+    """A filter on the logger BentoML's log_exception writes to (logging's own extension point)."""
+    http_app = logging.getLogger("bentoml._internal.server.http_app")
     if not any(isinstance(f, _ClientErrorFilter) for f in http_app.filters):
         http_app.addFilter(_ClientErrorFilter())
 
 
-class _RestorePath:
-    """Inside the metrics middleware: the request goes on with its real path."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if PATH_KEY in scope:
-            scope = {**scope, "path": scope[PATH_KEY]}
-        await self.app(scope, receive, send)
+# ---- request metrics, by route (the series BentoML's metrics middleware writes, which the API turns off)
 
 
-def _label_metrics_by_route() -> None:
-    """BentoML's RunnerTrafficMetricsMiddleware labels every series with scope["path"]: it sees the route
-    template the guard found instead, so /metrics grows with the routes, not with the paths clients invent."""
-    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+class _Metrics:
+    def __init__(self) -> None:
+        # imported here: under `bentoml serve` prometheus_client must see PROMETHEUS_MULTIPROC_DIR (set for
+        # the workers); registry=None: written to the multiprocess files, which /metrics collects
+        from prometheus_client import Counter, Gauge, Histogram
 
-    original = RunnerTrafficMetricsMiddleware.__call__
-    if getattr(original, "_bayes_beats", False):
-        return
-
-    async def __call__(self, scope, receive, send) -> None:
-        route = scope.get(ROUTE_KEY) if isinstance(scope, dict) else None
-        if route is None or route == scope.get("path"):
-            return await original(self, scope, receive, send)
-        if not isinstance(self.app, _RestorePath):
-            self.app = _RestorePath(self.app)
-        return await original(self, {**scope, "path": route, PATH_KEY: scope["path"]}, receive, send)
-
-    __call__._bayes_beats = True  # type: ignore[attr-defined]
-    RunnerTrafficMetricsMiddleware.__call__ = __call__  # type: ignore[method-assign]
-
-
-def _guard_first() -> None:
-    """`add_asgi_middleware` puts a service's middleware inside BentoML's own (metrics, access log, timeout,
-    concurrency limit); middleware classes with `outermost = True` go before all of them instead."""
-    from _bentoml_impl.server.app import ServiceAppFactory
-
-    prop: Any = ServiceAppFactory.__dict__["middlewares"]
-    if getattr(prop.fget, "_bayes_beats", False):
-        return
-
-    def middlewares(self) -> list:
-        stack = prop.fget(self)
-        first = [m for m in stack if getattr(m.cls, "outermost", False)]
-        return first + [m for m in stack if all(m is not f for f in first)]
-
-    middlewares._bayes_beats = True  # type: ignore[attr-defined]
-    ServiceAppFactory.middlewares = property(middlewares)  # type: ignore[method-assign,assignment]
+        labels = ["endpoint", "service_name", "service_version", "http_response_code", "runner_name"]
+        ns = "bentoml_service"
+        self.total = Counter("request_total", "Requests by route", labels, namespace=ns, registry=None)
+        self.duration = Histogram(
+            "request_duration_seconds", "Request duration by route", labels, namespace=ns, registry=None
+        )
+        self.in_progress = Gauge(
+            "request_in_progress",
+            "Requests in progress by route",
+            [n for n in labels if n != "http_response_code"],
+            namespace=ns,
+            registry=None,
+            multiprocess_mode="livesum",
+        )
 
 
-_guard_first()
-_label_metrics_by_route()
+@cache
+def _metrics() -> _Metrics:
+    return _Metrics()
+
+
+@cache
+def _service_labels(service_name: str) -> dict[str, str]:
+    from bentoml import server_context
+
+    version = server_context.bento_version or "not available"
+    return {
+        "service_name": server_context.bento_name or service_name,
+        "service_version": version,
+        "runner_name": service_name,
+    }
+
+
+def metrics_exposition() -> tuple[bytes, str]:
+    """Every worker's metrics (the API's by route, the renderer's from BentoML), Prometheus text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

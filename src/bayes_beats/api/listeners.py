@@ -26,7 +26,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +39,7 @@ from fastapi import Path as PathParam
 
 from bayes_beats.api import requestlog
 from bayes_beats.api.requestlog import database_url
-from bayes_beats.api.schemas import LISTENER_PATTERN, MAX_ID_CHARS, Feedback, Rendered, RenderRequest
+from bayes_beats.api.schemas import LISTENER_PATTERN, MAX_ID_CHARS, Feedback, Rendered, RenderRequest, check_vote
 from bayes_beats.model.plans import FEATURES
 from bayes_beats.model.taste import Taste
 
@@ -152,16 +152,8 @@ class ListenerStore:
             return self._engine
 
     def _create_engine(self) -> sa.Engine:
-        if not self.sqlite:
-            engine = sa.create_engine(
-                self.url,
-                pool_pre_ping=True,
-                pool_timeout=self.timeout_s,
-                connect_args={"connect_timeout": max(1, int(self.timeout_s))},
-            )
-        else:
-            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(self.url, connect_args={"timeout": self.timeout_s})
+        engine = requestlog.open_engine(self.url, self.timeout_s)
+        if self.sqlite:
 
             @sa.event.listens_for(engine, "connect")
             def _autocommit_driver(dbapi_connection: Any, record: Any) -> None:
@@ -238,8 +230,7 @@ class ListenerStore:
     def vote(self, listener: str, generation: str, vote: int, now: datetime | None = None) -> Standing:
         """Record one vote on a take and answer the posterior after it. UnknownGeneration for a forged or
         foreign id, RateLimited over the rate; ValueError for a vote that is not ±1."""
-        if vote not in (1, -1) or isinstance(vote, bool):
-            raise ValueError(f"vote: 1 or -1, got {vote!r}")
+        check_vote(vote)
         features = self.load_key().features(generation)
         now = now or datetime.now(UTC)
         with self._writing() as connection:
@@ -261,18 +252,6 @@ class ListenerStore:
         """Delete every row about the listener; how many there were."""
         with self._writing() as connection:
             return int(connection.execute(votes_table.delete().where(votes_table.c.listener == listener)).rowcount)
-
-    # what the HTTP routes answer
-
-    def vote_answer(self, listener: str, generation: str, vote: int) -> dict:
-        return self.vote(listener, generation, vote).to_dict() | {"id": generation, "vote": vote}
-
-    def standing_answer(self, listener: str) -> dict:
-        return self.standing(listener).to_dict()
-
-    def forget_answer(self, listener: str) -> dict:
-        deleted = self.forget(listener)
-        return Standing(listener, Taste.prior()).to_dict() | {"deleted": deleted}
 
 
 def thompson_taste(taste: Taste, seed: int) -> list[float] | None:
@@ -351,8 +330,8 @@ class Listeners:
             return None
         return thompson_taste(standing.taste, request.seed)
 
-    async def call(self, method: str, *args: Any) -> Any:
-        """A store method in a worker thread, its outcome as the HTTP answer."""
+    async def answer(self, work: Callable[[ListenerStore], dict]) -> Any:
+        """`work(store)` in a worker thread, its outcome as the HTTP answer."""
         import anyio
         from fastapi.responses import JSONResponse
 
@@ -360,13 +339,13 @@ class Listeners:
             off = "listener store is off (BAYES_BEATS_REQUEST_LOG=off): no votes, no tastes"
             return JSONResponse({"error": off}, status_code=503)
         try:
-            result = await anyio.to_thread.run_sync(getattr(self.store, method), *args)
+            result = await anyio.to_thread.run_sync(work, self.store)
         except UnknownGeneration:
             return JSONResponse({"error": "unknown generation id"}, status_code=404)
         except RateLimited as err:
             return JSONResponse({"error": str(err)}, status_code=429, headers={"Retry-After": str(int(RATE_WINDOW_S))})
         except sa.exc.SQLAlchemyError as err:
-            log.warning("listener store %s: %s failed: %s", self.store.url, method, str(err).splitlines()[0])
+            log.warning("listener store %s: %s", self.store.url, str(err).splitlines()[0])
             return JSONResponse(
                 {"error": "listener store unavailable; retry shortly"}, status_code=503, headers={"Retry-After": "1"}
             )
@@ -388,15 +367,19 @@ def listener_routes(app: Any, listeners: Listeners) -> None:
 
     async def feedback(body: Feedback) -> Any:
         """A vote on a take: {listener, id (a variation's), vote: 1 | -1} → the listener's votes and taste."""
-        return await listeners.call("vote_answer", body.listener, body.id, body.vote)
+        return await listeners.answer(
+            lambda store: store.vote(body.listener, body.id, body.vote).to_dict() | {"id": body.id, "vote": body.vote}
+        )
 
     async def listener(listener: ListenerPath) -> Any:
         """The listener's votes and taste (per feature: posterior mean and sd; the prior without votes)."""
-        return await listeners.call("standing_answer", listener)
+        return await listeners.answer(lambda store: store.standing(listener).to_dict())
 
     async def forget(listener: ListenerPath) -> Any:
         """Delete everything about the listener: their next generation is the anonymous one."""
-        return await listeners.call("forget_answer", listener)
+        return await listeners.answer(
+            lambda store: Standing(listener, Taste.prior()).to_dict() | {"deleted": store.forget(listener)}
+        )
 
     app.add_api_route("/feedback", feedback, methods=["POST"])
     app.add_api_route("/listener/{listener}", listener, methods=["GET"])

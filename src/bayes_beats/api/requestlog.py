@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import logging
 import queue
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,9 +24,10 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from bayes_beats.music.theory import prompt_words
+
 log = logging.getLogger(__name__)
 TABLE = "requests"
-WORD = re.compile(r"[a-z][a-z'-]*")
 
 metadata = sa.MetaData()
 requests_table = sa.Table(
@@ -88,8 +88,15 @@ def database_url(location: str) -> str:
     return f"sqlite:///{Path(location).expanduser().resolve()}"
 
 
-def prompt_words(prompt: str) -> list[str]:
-    return WORD.findall(prompt.lower())
+def open_engine(url: str, timeout_s: float) -> sa.Engine:
+    """The engine for the request log's database (its votes table too): a SQLite file's folder made and
+    its lock wait bounded; a server's connections checked before use and their waits bounded."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return sa.create_engine(url, connect_args={"timeout": timeout_s})
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_timeout=timeout_s, connect_args={"connect_timeout": max(1, int(timeout_s))}
+    )
 
 
 @dataclass
@@ -147,11 +154,7 @@ class RequestLog:
 
     def _connect(self) -> sa.Engine:
         if self._engine is None:
-            if self.url.startswith("sqlite:///"):
-                Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-                engine = sa.create_engine(self.url, connect_args={"timeout": self.timeout_s})
-            else:
-                engine = sa.create_engine(self.url, pool_pre_ping=True, pool_timeout=self.timeout_s)
+            engine = open_engine(self.url, self.timeout_s)
             metadata.create_all(engine)
             self._engine = engine
         return self._engine

@@ -20,7 +20,9 @@ MAX_ID_CHARS = 256  # a generation id (listeners.GenerationIds: ~110 characters)
 # The API's request limits, declared once: RenderRequest is what POST /generate takes (its OpenAPI schema)
 # and what the renderer receives; the image endpoint reuses these types. They sit within the generator's
 # own limits (ModelParams, per profile), which the API checks too (`RenderRequest.beyond`).
-Prompt = Annotated[str, Field(min_length=1, max_length=500, description="the vibe, in words")]
+PROMPT_MAX_CHARS = 500
+Prompt = Annotated[str, Field(min_length=1, max_length=PROMPT_MAX_CHARS, description="the vibe, in words")]
+Caption = Annotated[str, Field(max_length=PROMPT_MAX_CHARS, description="added to the image's own caption")]
 DurationS = Annotated[float, Field(ge=1.0, le=30.0, description="seconds of audio (the profile may narrow this)")]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 NumVariations = Annotated[int, Field(ge=1, le=4, description="variational samples of the same vibe")]
@@ -130,9 +132,31 @@ class Feedback(BaseModel):
     @field_validator("vote")
     @classmethod
     def _up_or_down(cls, vote: int) -> int:
-        if vote not in (1, -1):
-            raise ValueError("vote is 1 (up) or -1 (down)")
-        return vote
+        return check_vote(vote)
+
+
+def check_vote(vote: int) -> int:
+    """A vote is +1 or -1: the one check, for the API and the store."""
+    if isinstance(vote, bool) or vote not in (1, -1):
+        raise ValueError("vote is 1 (up) or -1 (down)")
+    return vote
+
+
+def request_limits() -> dict[str, dict[str, Any]]:
+    """The request fields' bounds (from RenderRequest's schema), for the page: GET /limits."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, field in RenderRequest.model_json_schema()["properties"].items():
+        variants = field.get("anyOf", [field])
+        bounds = {
+            k: v
+            for variant in variants
+            for k, v in variant.items()
+            if k in ("minimum", "maximum", "minLength", "maxLength", "pattern", "default")
+        }
+        if "default" in field:
+            bounds["default"] = field["default"]
+        out[name] = bounds
+    return out
 
 
 def encode_wav(audio: np.ndarray, sample_rate: int) -> str:
