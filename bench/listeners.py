@@ -1,6 +1,6 @@
 """Simulated listeners: 200 hidden linear tastes over the take features, four takes of a random vibe a
 round, the best voted up and the worst down (choice noise 0.5 on a utility of sd ~1.4 between takes);
-model/listeners.py runs the loop. Plans come from the champion's planner on the committed free-text
+bench/simulation.py runs the loop. Plans come from the champion's planner on the committed free-text
 prompts (resources/vibe_prompts.json). Reports the posterior mean's accuracy on held-out pairwise choices
 after 5 / 10 / 20 votes and the regret curve against an anonymous listener (bench/listeners.png), and
 logs both to MLflow with the model version.
@@ -14,9 +14,10 @@ import json
 import sys
 from pathlib import Path
 
+from simulation import Simulation, simulate  # bench/: on the path when a bench script runs
+
 from bayes_beats import load_generator
 from bayes_beats.evaluate import vibe_prompts
-from bayes_beats.model.listeners import Simulation, simulate
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 
 OUT = Path("bench/listeners.json")

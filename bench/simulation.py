@@ -7,7 +7,8 @@ utility w*ᵀx plus choice noise. After 5 / 10 / 20 votes the posterior mean pre
 choices (two takes of a random vibe). Utility is counted in expectation over a plan's draws (closed form
 for the family), so the regret curve is not sampling noise: regret = what the plan tilted by w* itself
 would give − what the listener is served; an anonymous listener's regret is the first term alone.
-`bench/listeners.py` runs 200 of them on the champion's plans; the tests run a few on synthetic plans.
+`bench/listeners.py` runs 200 of them on the champion's plans; tests/test_taste.py runs a few on synthetic
+plans. It measures the library (model/taste.py, model/plans.py) and ships with neither it nor the service.
 """
 
 from __future__ import annotations

@@ -105,3 +105,19 @@ def test_sketch_is_built_where_the_chords_are():
     (seen on an H200). The meta device stands in for it: every tensor must follow the chords."""
     hint = sketch(120.0, chords_of([0, 3, 4, 0], tonic=9, mode="minor").to("meta"), 0.5, 50, 43.0, -0.3)
     assert hint.device.type == "meta" and hint.shape == (50, SKETCH_CHANNELS)
+
+
+def test_control_reader_reads_keys_with_profiles_of_its_own():
+    """evaluate's control accuracy is graded by another set of key profiles than the features module's,
+    which measured the training metas; it still reads synth tracks in their own key."""
+    from bayes_beats.evaluate import READER_MAJOR, READER_MINOR, read_key
+    from bayes_beats.music.analysis import MAJOR_PROFILE, MINOR_PROFILE
+
+    for ours, theirs in ((READER_MAJOR, MAJOR_PROFILE), (READER_MINOR, MINOR_PROFILE)):
+        assert np.corrcoef(ours, theirs)[0, 1] < 0.95
+    sr, rng = 22050, np.random.default_rng(5)
+    read = []
+    for _ in range(8):
+        plan = plan_track(rng)
+        read.append(read_key(render_track(plan, 10.0, sr, rng), sr) == (plan.tonic, plan.mode))
+    assert np.mean(read) >= 0.75, read

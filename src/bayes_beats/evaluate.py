@@ -28,7 +28,7 @@ from bayes_beats.model.scoring import clap_scores, load_scorer
 from bayes_beats.music.analysis import extract
 from bayes_beats.music.audio import write_wav
 from bayes_beats.music.moods import MOOD_VA
-from bayes_beats.music.theory import PITCH_CLASSES
+from bayes_beats.music.theory import PITCH_CLASSES, prompt_words
 
 log = logging.getLogger(__name__)
 MODELS = {"base": paths.BASE, "finetuned": paths.FINETUNED}
@@ -58,8 +58,6 @@ def eval_set(params: Params) -> pd.DataFrame:
 
 def training_vocabulary() -> list[str]:
     """Every word of the training captions: what the monitor's out-of-vocabulary rate is measured against."""
-    from bayes_beats.api.requestlog import prompt_words
-
     train = datasets.load_from_disk(str(paths.DATASET))["train"]
     return sorted({w for prompt in train["prompt"] for w in prompt_words(prompt)})
 
@@ -102,16 +100,19 @@ def vibe_metrics(valence, arousal, feats: list[dict], plans: list[dict]) -> dict
     }
 
 
-# Temperley (2007) key profiles, tonic first: the independent reader's, not the features module's (1999)
-READER_MAJOR = np.array([5.0, 2.0, 3.5, 2.0, 4.5, 4.0, 2.0, 4.5, 2.0, 3.5, 1.5, 4.0])
-READER_MINOR = np.array([5.0, 2.0, 3.5, 4.5, 2.0, 4.0, 2.0, 4.5, 3.5, 2.0, 1.5, 4.0])
+# Albrecht & Shanahan (2013) key profiles, tonic first: pitch-class distributions of a corpus of
+# major- and minor-mode pieces. The control reader's, so that control accuracy is not graded by the same
+# profiles (Temperley's, music/analysis.py) that measured the metas the model was trained on. On 72 synth
+# corpus tracks: key 91.7 %, mode 97.2 % (Temperley's: 95.8 %, 95.8 %; Krumhansl-Kessler's: 83.3 %, 87.5 %).
+READER_MAJOR = np.array([0.238, 0.006, 0.111, 0.006, 0.137, 0.094, 0.016, 0.214, 0.009, 0.080, 0.008, 0.081])
+READER_MINOR = np.array([0.220, 0.006, 0.104, 0.123, 0.019, 0.103, 0.012, 0.214, 0.062, 0.022, 0.061, 0.052])
 CONTROL_PROMPTS = ("a calm evening by the sea", "energetic city lights", "a dark stormy night", "a happy sunny morning")
 TEMPO_TOLERANCE = 0.03
 
 
 def read_key(audio: np.ndarray, sr: int) -> tuple[int, str]:
-    """Key as a listener's analysis would read it, independent of the features module: Temperley's
-    profiles on STFT chroma."""
+    """Key as another analysis would read it: Albrecht & Shanahan's profiles (not the features module's
+    Temperley profiles) on STFT chroma, correlated over the 24 keys (Krumhansl–Schmuckler)."""
     import librosa
 
     chroma = librosa.feature.chroma_stft(y=audio, sr=sr, n_fft=4096, hop_length=1024).mean(axis=1)

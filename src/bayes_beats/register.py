@@ -53,7 +53,7 @@ def gate(client: MlflowClient, metrics: dict, promote: RegisterParams) -> tuple[
         champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     except MlflowException:
         return "champion", f"first model to pass the floors ({promote.metric}={value:.4f})"
-    # the goals are what the product must do (issue H's vibe following); a model that does more of them
+    # the goals are what the product must do (follow the vibe and the asked metas); a model that does more of them
     # wins whatever the metric, a CLAP score from a scorer trained here, says. The champion's figures are
     # its version's tags, so goals added since it was promoted count against it until it is measured again.
     held, n = figures(champion.tags), len(promote.goals)

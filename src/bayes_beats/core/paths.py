@@ -4,6 +4,7 @@ dvc.yaml names the same paths (a test checks that every path here that dvc.yaml 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 # data/: one directory a stage, written whole (atomic_dir)
@@ -63,3 +64,19 @@ MONITOR_METRICS = METRICS / "monitor.json"
 # names shared by the registry, the BentoML store and the service
 REGISTERED_MODEL = "bayes-beats"  # MLflow registered model
 EXPERIMENT = "bayes-beats"  # MLflow experiment
+
+
+# a model directory: a saved pipeline (models/base, tiny), a pointer to one that lives elsewhere
+# (models/base, acestep15), or a fine-tune carrying either beside its adapter and heads (models/finetuned)
+BASE_POINTER = "base.json"  # {"checkpoint_dir": ...}
+
+
+def base_pipeline(model_dir: Path) -> Path | None:
+    """The diffusers pipeline directory a model directory runs on: the base/ it carries, the checkpoint its
+    base.json names, or itself when it is a saved pipeline; None when it is none of these."""
+    model_dir = Path(model_dir)
+    if (model_dir / "base").is_dir():
+        return model_dir / "base"
+    if (model_dir / BASE_POINTER).is_file():
+        return Path(json.loads((model_dir / BASE_POINTER).read_text())["checkpoint_dir"])
+    return model_dir if (model_dir / "model_index.json").is_file() else None

@@ -73,8 +73,8 @@ class VibePlanner(ModelMixin, ConfigMixin):
     (scene descriptions, captions, a few typed words) is read as well as the training captions are.
     The reading is calibrated on the training captions (reading = c + d · truth per axis, inverted), and
     the metas come from regressions fit on the corpus's clips, rescaled so that their spread over the
-    clips equals the corpus's own (a point plan otherwise regresses to the mean: the old planner, trained
-    on template captions, planned 85–119 BPM where the corpus spans 77–126 for the same moods).
+    clips equals the corpus's own (a point plan otherwise regresses to the mean: a planner fit on template
+    captions without it planned 85–119 BPM where the corpus spans 77–126 for the same moods).
     Nothing here is trained by gradient: `fit` builds it from the `encode` cache."""
 
     @register_to_config
@@ -246,7 +246,8 @@ class VibePlanner(ModelMixin, ConfigMixin):
         # (held out, P(major) 0.1 came true 38 % of the time). From the valence reading alone: on the
         # corpus's truth arousal hardly moves mode (logit slopes 2.9 valence, 0.2 arousal), but fit on
         # readings it took 0.8, standing in for how the captions' calm words read as sad, and on free text
-        # it sent calm, pleasant scenes to minor (clear-valence prompts 0.90 → 0.94, docs/ablation.md)
+        # it sent calm, pleasant scenes to minor (clear-valence prompts: 0.94 from valence alone against
+        # 0.90 with arousal, docs/ablation.md)
         readings = torch.cat([planner.read(captions[:, k]) for k in range(captions.shape[1])]).numpy()
         mode = LogisticRegression().fit(readings[:, :1], np.tile(cache["major"].numpy() > 0.5, captions.shape[1]))
         planner.register_to_config(major=(float(mode.intercept_[0]), float(mode.coef_[0][0]), 0.0))

@@ -1,4 +1,5 @@
-"""Pitch classes, scales and key names: the music theory the corpus, the sketch and the API share."""
+"""Pitch classes, scales and key names: the music theory the corpus, the sketch and the API share; and what
+a prompt's text holds (its words, the tempo and key it names)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ KEYSCALE_PATTERN = r"^(C|C#|D|D#|E|F|F#|G|G#|A|A#|B) (major|minor)$"
 FLATS = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
 _BPM_IN_TEXT = re.compile(r"\b(\d{2,3}(?:\.\d+)?)\s*bpm\b", re.IGNORECASE)
 _KEY_IN_TEXT = re.compile(r"\b([A-G](?:#|b)?)\s?(major|minor)\b")
+_WORD = re.compile(r"[a-z][a-z'-]*")
+
+
+def prompt_words(prompt: str) -> list[str]:
+    """The words of a prompt, lower-cased: the request log's word count and the training vocabulary."""
+    return _WORD.findall(prompt.lower())
 
 
 def metas_in_text(text: str) -> tuple[float | None, str | None]:
