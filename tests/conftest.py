@@ -12,8 +12,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -329,6 +331,42 @@ def stop_service(proc: subprocess.Popen, log, grace: float = 60) -> int:
         return proc.wait(10)
     finally:
         log.close()
+
+
+CHAMPION_URI = "models:/bayes-beats@champion"
+
+
+def champion_env(registry, **env: str) -> dict[str, str]:
+    """The environment that serves the `registry` fixture's champion (its MLflow alias), plus `env`."""
+    return {"MLFLOW_TRACKING_URI": registry[1], "BAYES_BEATS_MODEL_URI": CHAMPION_URI, **env}
+
+
+@contextmanager
+def champion_served(registry, tmp: Path, **env: str):
+    """`bentoml serve` from source with the registry's champion, stopped on leaving: yields (proc, url,
+    log). The one way the serving tests start the service."""
+    proc, url, log = start_service(tmp, champion_env(registry, **env))
+    try:
+        yield proc, url, log
+    finally:
+        stop_service(proc, log)
+
+
+def reference_frame(n: int, rng) -> pd.DataFrame:
+    """`n` synthetic generations as the monitor reads them (prompt and what the audio measures)."""
+    words = ["calm", "piano", "evening", "happy", "upbeat", "drums", "dark", "ambient", "pad", "energetic"]
+    return pd.DataFrame(
+        {
+            "prompt": [" ".join(rng.choice(words, rng.integers(3, 7))) for _ in range(n)],
+            "bpm": rng.normal(110, 15, n),
+            "mode": rng.choice(["major", "minor"], n),
+            "loudness_lufs": rng.normal(-18, 2, n),
+            "centroid_hz": rng.normal(1800, 300, n),
+            "onset_rate": rng.normal(3, 0.5, n),
+            "clap_local": rng.normal(0.25, 0.05, n),
+            "latency_s": rng.gamma(4, 0.2, n),
+        }
+    )
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 import yaml
-from conftest import BIN, TINY, copy_repo, params_with, start_service, stop_service
+from conftest import BIN, TINY, champion_env, copy_repo, params_with, start_service, stop_service
 
 # ---- a stage killed mid-run
 
@@ -195,8 +195,7 @@ def test_sigterm_lets_in_flight_requests_finish(registry, tmp_path):
     renderer come after the SIGTERM. The API stops accepting and drains, the renderer serves until the API
     is gone: all ten get their audio, and the server exits cleanly."""
     texts, images = 6, 4
-    env = {"MLFLOW_TRACKING_URI": registry[1], "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion"}
-    proc, url, log = start_service(tmp_path, env)
+    proc, url, log = start_service(tmp_path, champion_env(registry))
     results: list[int] = []
     worker = threading.Thread(target=lambda: results.extend(generate_concurrently(url, texts, 10.0, images)))
     worker.start()
@@ -252,12 +251,7 @@ def tree_rss_mb(pid: int) -> float:
 @pytest.mark.serving
 def test_soak_8_clients_no_errors_and_flat_memory(registry, clap_dir, tmp_path):
     seconds = float(os.environ.get("BAYES_BEATS_SOAK_S", "600"))
-    env = {
-        "MLFLOW_TRACKING_URI": registry[1],
-        "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion",
-        "BAYES_BEATS_CLAP_DIR": str(clap_dir),
-    }
-    proc, url, log = start_service(tmp_path, env)
+    proc, url, log = start_service(tmp_path, champion_env(registry, BAYES_BEATS_CLAP_DIR=str(clap_dir)))
     latencies: list[float] = []
     errors: list[str] = []
     rss: list[tuple[float, float]] = []

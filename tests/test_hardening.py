@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port, start_service, stop_service
+from conftest import champion_served, free_port
 from PIL import Image, PngImagePlugin
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -52,15 +52,8 @@ class Served(NamedTuple):
 @pytest.fixture(scope="module")
 def hardened(registry, tmp_path_factory):
     """`bentoml serve` with the tiny champion behind an API key. The last test of this file SIGTERMs it."""
-    tmp = tmp_path_factory.mktemp("hardening")
-    env = {
-        "MLFLOW_TRACKING_URI": registry[1],
-        "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion",
-        "BAYES_BEATS_API_KEY": KEY,
-    }
-    proc, url, log = start_service(tmp, env)
-    yield Served(url, int(urlsplit(url).port or 0), proc, Path(log.name))
-    stop_service(proc, log)
+    with champion_served(registry, tmp_path_factory.mktemp("hardening"), BAYES_BEATS_API_KEY=KEY) as (proc, url, log):
+        yield Served(url, int(urlsplit(url).port or 0), proc, Path(log.name))
 
 
 def png(size=(64, 48), pnginfo=None, mode="RGB") -> bytes:

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import REPO, params_with, start_service, stop_service
+from conftest import REPO, champion_env, params_with, reference_frame, start_service, stop_service
 
 from bayes_beats.api.listeners import (
     GenerationIds,
@@ -138,8 +138,6 @@ def write_votes(location: str, rates: dict[int, float], per_day: int = 40) -> No
 
 
 def test_the_monitor_reports_the_like_rate_and_fails_on_a_sharp_drop(tmp_path, monkeypatch):
-    from test_monitor import reference_frame
-
     from bayes_beats import monitor
     from bayes_beats.api.requestlog import requests_table
 
@@ -201,12 +199,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(registry, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("listeners")
-    env = {
-        "MLFLOW_TRACKING_URI": registry[1],
-        "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion",
-        "BAYES_BEATS_REQUEST_LOG": str(tmp / "requests.sqlite"),
-        "BAYES_BEATS_VOTE_RATE": str(RATE),
-    }
+    env = champion_env(registry, BAYES_BEATS_REQUEST_LOG=str(tmp / "requests.sqlite"), BAYES_BEATS_VOTE_RATE=str(RATE))
     service = Served(tmp, env)
     yield service
     service.stop()

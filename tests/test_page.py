@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_service, stop_service
+from conftest import champion_served
 
 pytestmark = pytest.mark.serving
 
@@ -34,15 +34,9 @@ SLOW = 180_000  # ms: three 10-s takes on two shared CPU cores
 @pytest.fixture(scope="module")
 def service(registry, clap_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("page")
-    env = {
-        "MLFLOW_TRACKING_URI": registry[1],
-        "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion",
-        "BAYES_BEATS_REQUEST_LOG": str(tmp / "requests.sqlite"),
-        "BAYES_BEATS_CLAP_DIR": str(clap_dir),
-    }
-    proc, url, log = start_service(tmp, env)
-    yield url
-    stop_service(proc, log)
+    env = {"BAYES_BEATS_REQUEST_LOG": str(tmp / "requests.sqlite"), "BAYES_BEATS_CLAP_DIR": str(clap_dir)}
+    with champion_served(registry, tmp, **env) as (_, url, _):
+        yield url
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from conftest import BIN, REPO, start_service, stop_service
+from conftest import BIN, REPO, champion_served, start_service, stop_service
 from PIL import Image
 
 pytestmark = pytest.mark.serving
@@ -28,15 +28,9 @@ CATALOG = REPO / "serving" / "catalog"
 def served(registry, clap_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("service")
     request_log = tmp / "requests.sqlite"
-    env = {
-        "MLFLOW_TRACKING_URI": registry[1],
-        "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion",
-        "BAYES_BEATS_REQUEST_LOG": str(request_log),
-        "BAYES_BEATS_CLAP_DIR": str(clap_dir),
-    }
-    proc, url, log = start_service(tmp, env)
-    yield url, request_log
-    stop_service(proc, log)
+    env = {"BAYES_BEATS_REQUEST_LOG": str(request_log), "BAYES_BEATS_CLAP_DIR": str(clap_dir)}
+    with champion_served(registry, tmp, **env) as (_, url, _):
+        yield url, request_log
 
 
 @pytest.fixture(scope="module")

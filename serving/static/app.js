@@ -3,13 +3,17 @@
 // plan → what each take drew), lets a person nudge the plan (tempo, mode, energy overrides), vote on takes
 // (their taste tilts the next plans) and forget their votes. body[data-state]: idle | generating | ready | error.
 const $ = (id) => document.getElementById(id);
-const DURATION_S = 10;
 const TAKES = 3;                 // several takes: the API then answers JSON with the plan and what each drew
 const LISTENER_KEY = "bayes-beats-listener";
 let source = null;               // {kind: "image", blob, caption, url} | {kind: "text", prompt}
 let seed = 0;
 let takeUrls = [];
 let lastKeyscale = null;         // the first take's key: a mode nudge keeps its tonic
+// the request limits, from the service (GET /limits: the API's schema, the one source); until they come,
+// the HTML's own attributes hold
+let limits = { fields: {}, max_image_bytes: Infinity };
+const bound = (field, key, fallback) => (limits.fields[field] || {})[key] ?? fallback;
+const durationS = () => bound("duration_s", "default", 10);  // the API's default length
 
 // ---- the listener: a random token made here, kept in localStorage, never anything personal
 function newListener() {
@@ -20,7 +24,8 @@ function newListener() {
 }
 function listener() {
   const id = localStorage.getItem(LISTENER_KEY);
-  return id && /^[A-Za-z0-9_-]{8,64}$/.test(id) ? id : newListener();
+  const pattern = bound("listener", "pattern", null);
+  return id && (!pattern || new RegExp(pattern).test(id)) ? id : newListener();
 }
 
 // ---- HTTP
@@ -116,7 +121,8 @@ function showReasoning(vibe, plan, variations) {
   const bpm = plan.bpm, energy = plan.energy;
   const tempoText = `${Math.round(bpm.low)}–${Math.round(bpm.high)} BPM (most likely ${Math.round(bpm.mid)})`;
   $("tempo-text").textContent = tempoText;
-  drawBand("tempo-band", bpm, 40, 220, `tempo band ${tempoText}`, variations.map((v) => v.bpm));
+  const tempo = $("tempo");
+  drawBand("tempo-band", bpm, Number(tempo.min), Number(tempo.max), `tempo band ${tempoText}`, variations.map((v) => v.bpm));
   const energyText = `${pct(energy.low)}–${pct(energy.high)} (${pct(energy.mid)})`;
   $("energy-text").textContent = energyText;
   drawBand("energy-band", energy, 0, 1, `energy band ${energyText}`, variations.map((v) => v.energy));
@@ -243,7 +249,7 @@ async function render() {
     const extra = { listener: listener(), num_variations: TAKES, ...overrides() };
     let body;
     if (source.kind === "text") {
-      body = await (await postJson("/generate", { prompt: source.prompt, duration_s: DURATION_S, seed, ...extra })).json();
+      body = await (await postJson("/generate", { prompt: source.prompt, duration_s: durationS(), seed, ...extra })).json();
       $("picked").removeAttribute("src");
       $("scene").textContent = "";
       $("caption").textContent = source.prompt;
@@ -251,7 +257,7 @@ async function render() {
       const form = new FormData();
       form.append("image", source.blob, "image");
       form.append("caption", source.caption || "");
-      form.append("duration_s", String(DURATION_S));
+      form.append("duration_s", String(durationS()));
       form.append("seed", String(seed));
       for (const [name, value] of Object.entries(extra)) form.append(name, String(value));
       body = await (await call("/generate_from_image", { method: "POST", body: form })).json();
@@ -301,6 +307,9 @@ $("surprise").addEventListener("click", async () => {
 $("upload").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   if (!file) return;
+  if (file.size > limits.max_image_bytes) {
+    return showError(`That image is over ${Math.floor(limits.max_image_bytes / 2 ** 20)} MB; pick a smaller one.`);
+  }
   source = { kind: "image", blob: file, caption: "", url: URL.createObjectURL(file) };
   seed = 0;
   await render();
@@ -336,6 +345,13 @@ $("forget").addEventListener("click", async () => {
   } catch (err) { showError(`Could not forget: ${err.message}`); }
 });
 
+async function loadLimits() {
+  limits = await (await call("/limits")).json();
+  $("prompt").maxLength = bound("prompt", "maxLength", $("prompt").maxLength);
+  $("tempo").min = bound("bpm", "minimum", $("tempo").min);
+  $("tempo").max = bound("bpm", "maximum", $("tempo").max);
+}
+
 showNudges();
-loadTaste();
+loadLimits().catch(() => { /* the HTML's own limits stay */ }).finally(loadTaste);
 loadCatalog().catch((err) => showError(`Catalog unavailable: ${err.message}`));
