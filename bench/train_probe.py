@@ -22,6 +22,7 @@ def main(mode: str, steps: int) -> None:
     import datasets
 
     from bayes_beats.core.config import load_params
+    from bayes_beats.model import conditioning
     from bayes_beats.model.codec import SpectrogramCodec
     from bayes_beats.model.denoiser import build_tiny_denoiser
     from bayes_beats.model.profiles import AudioEncoder
@@ -43,7 +44,7 @@ def main(mode: str, steps: int) -> None:
             text_encoder,
             params,
         )
-    frame_rate = codec.config.sampling_rate / codec.hop_length
+    frame_rate = conditioning.frame_rate(codec.config)
     denoiser = Denoiser(*build_tiny_denoiser(codec, params.model), frame_rate)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=1e-4)
     tp = params.pretrain

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -9,14 +10,22 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from diffusers import AceStepConditionEncoder
+from diffusers import AceStepConditionEncoder, AceStepTransformer1DModel
 from safetensors.torch import load_file
 
 import bayes_beats
 from bayes_beats import encode, finetune, load_generator
 from bayes_beats.core.config import ModelParams
 from bayes_beats.model.codec import SpectrogramCodec
-from bayes_beats.model.denoiser import SharedTimbreConditionEncoder, SketchGuidedTransformer, build_tiny_denoiser
+from bayes_beats.model.conditioning import FrozenTimbre, frame_rate
+from bayes_beats.model.denoiser import build_tiny_denoiser
+from bayes_beats.model.diffusers_adapter import (
+    DIFFUSERS_VERSION,
+    encode_conditions,
+    metadata_string,
+    pack_sequences,
+    timestep_schedule,
+)
 from bayes_beats.model.generate import Generator, ModelError
 from bayes_beats.model.pipeline import VibePipeline, assemble
 from bayes_beats.model.vibe import VariationalPromptHead, VibePlanner
@@ -186,7 +195,9 @@ def test_sketch_guidance_contrasts_the_sketch_with_the_sketch_dropped(tiny_proje
     gen.guidance = off | {"sketch_guidance": 2.0, "beat_guidance": 4.0, "beat_guidance_above_t": 0.99}
     first = gen.generate(["a calm misty lake"], **kwargs)[0][0]  # on the first step only (t = 1): in between
     assert np.abs(first - guided).mean() < np.abs(beat - guided).mean()
-    assert isinstance(gen.pipe.transformer, SketchGuidedTransformer)  # guidance is the class's, asked per call
+    # guidance is the sampler's, asked per call: the DiT and condition encoder are diffusers' own classes
+    assert type(gen.pipe.transformer) is AceStepTransformer1DModel
+    assert type(gen.pipe.condition_encoder) is AceStepConditionEncoder
     assert "forward" not in vars(gen.pipe.transformer) and "forward" not in vars(gen.pipe.condition_encoder)
     gen.guidance = off
     assert np.array_equal(plain, gen.generate(["a calm misty lake"], **kwargs)[0][0])
@@ -236,13 +247,13 @@ def test_a_fresh_save_names_diffusers_classes_or_this_package_and_loads_as_built
     root, pipe, _, _ = untrained
     index = json.loads((root / "base/model_index.json").read_text())
     assert index["vae"] == ["bayes_beats", "SpectrogramCodec"]  # the package's export, not its module today
-    assert index["transformer"] == ["diffusers", "AceStepTransformer1DModel"]  # ours extend them, same weights
+    assert index["transformer"] == ["diffusers", "AceStepTransformer1DModel"]  # diffusers' own classes
     assert index["condition_encoder"] == ["ace_step", "AceStepConditionEncoder"]
     for name in (v[1] for v in index.values() if isinstance(v, list) and v[0] == "bayes_beats"):
         assert getattr(bayes_beats, name).__name__ == name  # every name a save writes is exported
     gen = load_generator(root / "base", device="cpu")
-    assert isinstance(gen.pipe.transformer, SketchGuidedTransformer)
-    assert isinstance(gen.pipe.condition_encoder, SharedTimbreConditionEncoder)
+    assert type(gen.pipe.transformer) is AceStepTransformer1DModel
+    assert type(gen.pipe.condition_encoder) is AceStepConditionEncoder
     kwargs = dict(duration_s=2.0, seed=[4, 8], num_variations=2, output_type="latent")
     built = Generator(pipe, gen.params).generate(["lo-fi piano", "slow strings"], **kwargs)
     loaded = gen.generate(["lo-fi piano", "slow strings"], **kwargs)
@@ -269,7 +280,7 @@ def test_a_model_saved_in_an_older_layout_still_loads(untrained, tmp_path, libra
     (old / "model_index.json").write_text(json.dumps(index))
     gen = load_generator(old, device="cpu")
     assert isinstance(gen.pipe.prompt_head, VariationalPromptHead) and isinstance(gen.pipe.planner, VibePlanner)
-    assert isinstance(gen.pipe.condition_encoder, SharedTimbreConditionEncoder)
+    assert type(gen.pipe.condition_encoder) is AceStepConditionEncoder
     kwargs = dict(duration_s=2.0, seed=2, temperature=1.0, output_type="latent")
     # the same model in today's layout, run as the old dir is (no model card: default params, no guidance)
     now = Generator(load_generator(root / "finetuned", device="cpu").pipe, gen.params)
@@ -303,38 +314,58 @@ def test_concurrent_calls_on_one_pipeline_render_their_own_plans(untrained):
     )  # nothing of a call is left on the pipeline
 
 
-def test_shared_timbre_encoding_matches_diffusers_encoder(untrained):
-    _, pipe, _, _ = untrained
-    shared = pipe.condition_encoder
-    plain = AceStepConditionEncoder.from_config(shared.config)
-    plain.load_state_dict(shared.state_dict())
-    n, frames = 3, 40
-    reference = shared.silence_latent[:, :frames].expand(n, -1, -1)
-    inputs = dict(
-        text_hidden_states=torch.randn(n, 8, 384),
-        text_attention_mask=torch.ones(n, 8, dtype=torch.bool),
-        lyric_hidden_states=torch.randn(n, 4, 384),
-        lyric_attention_mask=torch.ones(n, 4, dtype=torch.bool),
-        refer_audio_acoustic_hidden_states_packed=reference,
-        refer_audio_order_mask=torch.arange(n),
+def test_adapter_is_pinned_to_the_diffusers_release_it_mirrors():
+    import diffusers
+
+    assert diffusers.__version__ == DIFFUSERS_VERSION, (
+        f"diffusers {diffusers.__version__} is installed, but model/diffusers_adapter.py mirrors diffusers "
+        f"{DIFFUSERS_VERSION}: compare each mirror with the new release (the tests below), then move "
+        "DIFFUSERS_VERSION"
     )
+
+
+def test_adapter_mirrors_match_the_diffusers_originals(untrained):
+    """Each private helper the adapter copies, against the original in the pinned release."""
+    from diffusers import AceStepPipeline
+    from diffusers.pipelines.ace_step.modeling_ace_step import _pack_sequences
+
+    for metas in [(120, "A minor", "4", 10.0), (None, "", None, 0.0), (0, " ", " ", 2.5)]:
+        assert metadata_string(*metas) == AceStepPipeline._build_metadata_string(*metas)
+    for steps, shift in [(8, 3.0), (4, 1.0), (3, 2.0)]:
+        schedule = AceStepPipeline._get_timestep_schedule(None, steps, shift, dtype=torch.float32)
+        assert torch.equal(timestep_schedule(steps, shift), schedule)
+    hidden = (torch.randn(3, 5, 4), torch.randn(3, 2, 4))
+    masks = (torch.rand(3, 5) < 0.6, torch.ones(3, 2, dtype=torch.long))
+    for ours, theirs in zip(pack_sequences(*hidden, *masks), _pack_sequences(*hidden, *masks), strict=True):
+        assert torch.equal(ours, theirs)
+
+
+def test_adapter_encodes_conditions_as_the_diffusers_condition_encoder(untrained):
+    """`encode_conditions` with the once-encoded timbre = `AceStepConditionEncoder.forward`, which encodes
+    every item's copy of the reference (batched matmuls: equal to float rounding, not bit for bit)."""
+    _, pipe, _, _ = untrained
+    encoder, n = pipe.condition_encoder, 3
+    rate = frame_rate(pipe.vae.config)
+    text = (torch.randn(n, 8, 384), torch.rand(n, 8) < 0.7)
+    lyric = (torch.randn(n, 4, 384), torch.ones(n, 4, dtype=torch.bool))
+    reference = encoder.silence_latent[:, : math.ceil(30 * rate)].expand(n, -1, -1)
     with torch.no_grad():
-        for a, b in zip(shared(**inputs), plain(**inputs), strict=True):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        ours = encode_conditions(encoder, *text, *lyric, *FrozenTimbre()(encoder, rate, "cpu", torch.float32))
+        theirs, _ = encoder(*text, *lyric, reference, torch.arange(n))
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
 
 
-def test_one_item_requests_reuse_the_timbre_encoding_until_the_weights_change(untrained):
+def test_the_timbre_of_silence_is_encoded_once_and_only_for_a_frozen_encoder(untrained):
     _, pipe, _, _ = untrained
     encoder = copy.deepcopy(pipe.condition_encoder)  # the fixture's weights stay as they are
-    reference, order = encoder.silence_latent[:, :40].clone(), torch.arange(1)
+    timbre = FrozenTimbre()
     with torch.no_grad():
-        first, _ = encoder.encode_timbre(reference, order)
-        again, _ = encoder.encode_timbre(reference.clone(), order)
-        assert again.data_ptr() == first.data_ptr()  # a lookup, not a second pass
-        for weight in encoder.timbre_encoder.parameters():
-            weight.add_(0.1 * torch.randn_like(weight))
-        changed, _ = encoder.encode_timbre(reference, order)
-    assert changed.data_ptr() != first.data_ptr() and not torch.equal(changed, first)
+        first = timbre(encoder, 43.0, "cpu", torch.float32)
+        assert timbre(encoder, 43.0, "cpu", torch.float32)[0] is first[0]  # a lookup, not a second pass
+        other = timbre(copy.deepcopy(encoder), 43.0, "cpu", torch.float32)  # another model: encoded again
+    assert other[0] is not first[0] and torch.equal(other[0], first[0])
+    with pytest.raises(ValueError, match="frozen"):  # a timbre encoder in training would not stay one vector
+        timbre(encoder, 43.0, "cpu", torch.float32)
 
 
 def test_a_bf16_pipeline_renders_finite_fp32_audio(untrained):

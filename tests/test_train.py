@@ -12,6 +12,7 @@ from conftest import BIN, free_port, project_copy
 from safetensors.torch import load_file
 
 from bayes_beats.core.config import FinetuneParams
+from bayes_beats.model import conditioning
 from bayes_beats.model.codec import SpectrogramCodec
 from bayes_beats.model.denoiser import build_tiny_denoiser
 from bayes_beats.model.profiles import AudioEncoder
@@ -92,7 +93,7 @@ def test_cached_training_batches_match_on_the_fly_encoding(tiny_project, monkeyp
         text_encoder,
         params,
     )
-    frame_rate = codec.config.sampling_rate / codec.hop_length
+    frame_rate = conditioning.frame_rate(codec.config)
     transformer, condition_encoder = build_tiny_denoiser(codec, params.model)
     denoiser = Denoiser(transformer, condition_encoder, frame_rate).eval()
     for step in range(3):

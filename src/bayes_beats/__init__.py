@@ -1,10 +1,10 @@
 """Bayes' Beats: the vibe of an image as music.
 
 `load_generator(model_dir)` is the Python API used by evaluation and serving. The pipeline's own
-component classes (codec, vibe heads, DiT and condition encoder) are exported here because diffusers
-finds a saved pipeline's custom components by importing the library named in model_index.json, and
-`VibePipeline` names them by this package (`["bayes_beats", "SpectrogramCodec"]`), not by the module
-that defines them: every name a saved model holds must stay exported here.
+component classes (codec, vibe heads) are exported here because diffusers finds a saved pipeline's
+custom components by importing the library named in model_index.json, and `VibePipeline` names them by
+this package (`["bayes_beats", "SpectrogramCodec"]`), not by the module that defines them: every name a
+saved model holds must stay exported here.
 
 Exports resolve lazily (PEP 562), so importing a stage such as `bayes_beats.corpus` does not import the
 model layer: a stage runs only the code its dvc.yaml deps name (tests/test_layout.py)."""
@@ -19,16 +19,12 @@ _EXPORTS = {
     "ModelError": "bayes_beats.model.generate",
     "load_generator": "bayes_beats.model.generate",
     "SpectrogramCodec": "bayes_beats.model.codec",
-    "SharedTimbreConditionEncoder": "bayes_beats.model.denoiser",
-    "SketchGuidedTransformer": "bayes_beats.model.denoiser",
     "VariationalPromptHead": "bayes_beats.model.vibe",
     "VibePlanner": "bayes_beats.model.vibe",
 }
 __all__ = [
     "Generator",
     "ModelError",
-    "SharedTimbreConditionEncoder",
-    "SketchGuidedTransformer",
     "SpectrogramCodec",
     "VariationalPromptHead",
     "VibePlanner",
@@ -37,7 +33,6 @@ __all__ = [
 
 if TYPE_CHECKING:
     from bayes_beats.model.codec import SpectrogramCodec
-    from bayes_beats.model.denoiser import SharedTimbreConditionEncoder, SketchGuidedTransformer
     from bayes_beats.model.generate import Generator, ModelError, load_generator
     from bayes_beats.model.vibe import VariationalPromptHead, VibePlanner
 

@@ -10,20 +10,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import shutil
 from pathlib import Path
 
 import torch
-from diffusers import AceStepTransformer1DModel
+from diffusers import AceStepConditionEncoder, AceStepTransformer1DModel
 from peft import LoraConfig, get_peft_model_state_dict
 
 from bayes_beats.core import paths, tracking
 from bayes_beats.core.atomic import atomic_dir, write_json
 from bayes_beats.core.config import Params
 from bayes_beats.core.tracking import dataset_hash
-from bayes_beats.model.denoiser import SharedTimbreConditionEncoder
+from bayes_beats.model.conditioning import frame_rate
 from bayes_beats.model.pipeline import VibePipeline
 from bayes_beats.model.profiles import resolve_base
 from bayes_beats.model.train import CachedClips, Denoiser, is_main_process, load_cache, train, write_loss_csv
@@ -44,18 +43,13 @@ CAPTION_DESIGN = (
 )
 
 
-def frame_rate_of(base: Path) -> float:
-    vae = json.loads((base / "vae" / "config.json").read_text())
-    return vae["sampling_rate"] / math.prod(vae["downsampling_ratios"])
-
-
 def run(params: Params) -> None:
     torch.set_num_threads(2)
     fp = params.finetune
     torch.manual_seed(fp.seed)  # LoRA and head initialisation: the same on every (re)run
     base = resolve_base()
     transformer = AceStepTransformer1DModel.from_pretrained(base, subfolder="transformer", local_files_only=True)
-    condition_encoder = SharedTimbreConditionEncoder.from_pretrained(
+    condition_encoder = AceStepConditionEncoder.from_pretrained(
         base, subfolder="condition_encoder", local_files_only=True
     )
     transformer.requires_grad_(False)
@@ -75,7 +69,7 @@ def run(params: Params) -> None:
     denoiser = Denoiser(
         transformer,
         condition_encoder,
-        frame_rate_of(base),
+        frame_rate(json.loads((base / "vae" / "config.json").read_text())),
         prompt_head,
         kl_weight=fp.kl_weight,
     )

@@ -15,6 +15,7 @@ from bayes_beats.core import paths, tracking
 from bayes_beats.core.atomic import atomic_dir, write_json
 from bayes_beats.core.config import Params
 from bayes_beats.model.codec import SpectrogramCodec
+from bayes_beats.model.conditioning import frame_rate
 from bayes_beats.model.denoiser import build_tiny_denoiser
 from bayes_beats.model.pipeline import assemble
 from bayes_beats.model.profiles import resolve_checkpoint
@@ -36,13 +37,11 @@ def run(params: Params) -> None:
     torch.set_num_threads(2)
     codec = SpectrogramCodec.from_pretrained(paths.CODEC)
     transformer, condition_encoder = build_tiny_denoiser(codec, params.model)
-    frame_rate = codec.config.sampling_rate / codec.hop_length
     # Text-to-music's timbre reference is always the same silence, so what the timbre encoder makes of it is
-    # one vector per model: left at its seeded init it is a fixed key among the encoder states, which the
-    # cross-attention learns around, and encoded once (SharedTimbreConditionEncoder) instead of trained
-    # through 30 s of reference every step: a fifth of a step here (docs/ablation.md).
-    condition_encoder.timbre_encoder.requires_grad_(False)
-    denoiser = Denoiser(transformer, condition_encoder, frame_rate)
+    # one vector per model: left at its seeded init (the Denoiser freezes it) it is a fixed key among the
+    # encoder states, which the cross-attention learns around, and encoded once (conditioning.FrozenTimbre)
+    # instead of trained through 30 s of reference every step: a fifth of a step here (docs/ablation.md).
+    denoiser = Denoiser(transformer, condition_encoder, frame_rate(codec.config))
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
     is_main = is_main_process()  # under DDP one process logs and writes the model
     with tracking.stage_run("pretrain", params) if is_main else contextlib.nullcontext():

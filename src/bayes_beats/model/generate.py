@@ -9,13 +9,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bayes_beats.core.config import FinetuneParams, ModelParams
+from bayes_beats.core.config import FinetuneParams, ModelParams, load_params
 from bayes_beats.model.pipeline import Plan, VibePipeline
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE, FEATURES, PlanDistribution
 from bayes_beats.model.sketch import DEFAULT_DEGREES, chords_of, transpose
 from bayes_beats.music.theory import PITCH_CLASSES, metas_in_text, parse_keyscale
 
 DEFAULT_BPM = 100.0  # a base model's tempo when the caller names none (it has no planner)
+
+
+def take_seeds(seeds: list[int], num_variations: int) -> list[int]:
+    """Each take's seed (prompt i's takes are items i * num_variations + j): its noise and its key and
+    progression draw come from it alone, so a take does not depend on what it was batched with."""
+    return [s * 1000 + j for s in seeds for j in range(num_variations)]
 
 
 class ModelError(Exception):
@@ -60,7 +66,9 @@ def load_generator(model_dir: str | Path, device: str = "auto") -> Generator:
     except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as err:
         raise ModelError(f"cannot load the model in {model_dir}: {err}") from err
     pipe.set_progress_bar_config(disable=True)
-    params = ModelParams.model_validate(card.get("params", {}).get("model", {}))
+    # a fine-tune's card records the profile's limits; a base has no card: the workspace's params.yaml
+    recorded = card.get("params", {}).get("model")
+    params = ModelParams.model_validate(recorded) if recorded else load_params().model
     if params.cpu_offload and device.startswith("cuda"):
         pipe.enable_model_cpu_offload()  # components visit the GPU one at a time: for small cards
     else:
@@ -144,7 +152,7 @@ class Generator:
         the mode. What the prompt names outright ("in A minor at 120 BPM"), then the caller's overrides,
         replace the draw. Key and progression are drawn per (prompt, seed): the tonic carries no mood."""
         pipe, z = self.pipe, None
-        take_seeds = [s * 1000 + j for s in seeds for j in range(num_variations)]
+        takes = take_seeds(seeds, num_variations)
         embedding = pipe.embed(prompts) if pipe.planner is not None else None
         dists = self.distributions(prompts, embedding)
         if embedding is not None and pipe.prompt_head is not None:
@@ -162,7 +170,7 @@ class Generator:
                     num_variations, temperature, np.random.default_rng([seed, zlib.crc32(prompt.encode())])
                 )
             for j in range(num_variations):
-                rng = np.random.default_rng([take_seeds[i * num_variations + j], zlib.crc32(prompt.encode())])
+                rng = np.random.default_rng([takes[i * num_variations + j], zlib.crc32(prompt.encode())])
                 tonic = int(rng.integers(12))
                 if tilted is not None:
                     tempo, major, level = draws[j]
@@ -232,15 +240,12 @@ class Generator:
         if taste is not None and len(taste) != len(FEATURES):
             raise ValueError(f"taste has one weight per feature {FEATURES}, got {len(taste)}")
         batch = [p for p in prompts for _ in range(num_variations)]
-        seeds = [s * 1000 + j for s in per_prompt for j in range(num_variations)]
         plan, drawn = self.plan(prompts, per_prompt, temperature, num_variations, bpm, keyscale, energy, taste)
-        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        generators = [torch.Generator(device="cpu").manual_seed(s) for s in take_seeds(per_prompt, num_variations)]
         out = self.pipe(
             prompt=batch,
-            lyrics=["[instrumental]"] * len(batch),
             audio_duration=duration_s,
             num_inference_steps=self.params.num_inference_steps,
-            guidance_scale=1.0,
             shift=self.params.shift,
             generator=generators,
             output_type="latent" if output_type == "latent" else "pt",

@@ -1,28 +1,29 @@
-"""One generator, two scales. `VibePipeline` is diffusers' AceStepPipeline plus two registered
-components (the variational prompt head and the planner) and two overrides: prompts are encoded with
-fixed padding and per-item metas (train and inference see the same tokens), and the source latents carry
-the per-frame sketch, both from the `plan` argument of the call. Its DiT is a `SketchGuidedTransformer`
-and its condition encoder a `SharedTimbreConditionEncoder`: diffusers' classes with sketch guidance and a
-once-per-batch timbre encoding added, saved under diffusers' names and built as ours on load. `tiny`
-builds it from small configs (`denoiser`); `acestep15` loads real weights from disk (`profiles`)."""
+"""One generator, two scales. `VibePipeline` holds ACE-Step's components (diffusers' own DiT and condition
+encoder) plus the variational prompt head and the planner, and samples text-to-music with the plan as a
+plain argument of the call: each item's metas in its prompt, its sketch in the source latents, both built
+by `conditioning.condition`, the function training conditions the DiT with. `tiny` builds it from small
+configs (`denoiser`); `acestep15` loads real weights from disk (`profiles`).
+
+Why its own sampler and not diffusers' `AceStepPipeline.__call__` (docs/design.md, "Sampler, conditioning
+and continuation"): that call reads its prompt metas and source latents through hooks that see one bpm
+per call and no plan, and runs the timbre encoder per item; the loop it runs is the dozen lines below."""
 
 from __future__ import annotations
 
-import contextvars
 import importlib
-import logging
 import math
-import threading
 from dataclasses import dataclass
 
 import torch
-from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
-from diffusers.pipelines.pipeline_loading_utils import _fetch_class_library_tuple
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers.loaders import AceStepLoraLoaderMixin
+from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from bayes_beats.model.codec import SpectrogramCodec
-from bayes_beats.model.denoiser import SharedTimbreConditionEncoder, SketchGuidedTransformer
-from bayes_beats.model.sketch import SKETCH_CHANNELS, sketch
+from bayes_beats.model.conditioning import FrozenTimbre, Sketch, condition, frame_rate, without_sketch
+from bayes_beats.model.diffusers_adapter import timestep_schedule
+from bayes_beats.model.sketch import double_time
 from bayes_beats.model.text import embed, encode_lyrics, encode_text, format_prompt, load_text_encoder
 
 PACKAGE = __name__.split(".")[0]  # saved models name this package's components by it (see `register_modules`)
@@ -46,43 +47,12 @@ class Plan:
             for b, k, e in zip(self.bpm, self.keyscale, self.energy, strict=True)
         ]
 
-
-# The plan of the pipeline call in progress. diffusers' `__call__` calls `encode_prompt` and
-# `prepare_src_latents` with arguments of its own signature: the first gets one bpm/keyscale per call and
-# no variational sample, the second nothing per item, and there is no hook between them. So
-# `VibePipeline.__call__` binds its `plan` argument here for the duration of the call and both read it
-# back. A context variable, not an attribute: what one call binds is seen only inside that call (its
-# thread or task), never by another call on the same pipeline, and is unbound when the call returns.
-_CALL_PLAN: contextvars.ContextVar[Plan | None] = contextvars.ContextVar("vibe_plan", default=None)
-
-# what `VibePipeline.from_pretrained` forwards to the component loaders it calls itself
-_LOAD_OPTIONS = (
-    "cache_dir",
-    "force_download",
-    "proxies",
-    "local_files_only",
-    "token",
-    "revision",
-    "variant",
-    "use_safetensors",
-    "low_cpu_mem_usage",
-    "disable_mmap",
-)
+    def sketch(self) -> Sketch:
+        return Sketch(self.bpm, self.chords, self.energy)
 
 
-# the components `VibePipeline` builds through its own subclasses of the diffusers classes
-_EXTENDED = {"transformer": SketchGuidedTransformer, "condition_encoder": SharedTimbreConditionEncoder}
-
-
-class _PassedComponent(logging.Filter):
-    """diffusers logs the whole module tree of a component passed for a pipeline-module class (the
-    condition encoder is `["ace_step", ...]` in ACE-Step checkpoints): drop that line, keep the rest."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("You have passed a non-standard module")
-
-
-class VibePipeline(AceStepPipeline):
+class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
+    model_cpu_offload_seq = "text_encoder->condition_encoder->transformer->vae"
     _optional_components = ["audio_tokenizer", "audio_token_detokenizer", "prompt_head", "planner"]
 
     def __init__(
@@ -93,48 +63,27 @@ class VibePipeline(AceStepPipeline):
         transformer,
         condition_encoder,
         scheduler,
-        audio_tokenizer=None,
+        audio_tokenizer=None,  # ACE-Step's cover task; held so its checkpoints load and save as they are
         audio_token_detokenizer=None,
         prompt_head=None,
         planner=None,
     ):
-        super().__init__(
-            vae,
-            text_encoder,
-            tokenizer,
-            transformer,
-            condition_encoder,
-            scheduler,
-            audio_tokenizer,
-            audio_token_detokenizer,
+        super().__init__()
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            transformer=transformer,
+            condition_encoder=condition_encoder,
+            scheduler=scheduler,
+            audio_tokenizer=audio_tokenizer,
+            audio_token_detokenizer=audio_token_detokenizer,
+            prompt_head=prompt_head,
+            planner=planner,
         )
-        self.register_modules(prompt_head=prompt_head, planner=planner)
-        # diffusers keeps a call's state on the instance (the scheduler's step index, `_guidance_scale`,
-        # `_attention_kwargs`) and a fast tokenizer its padding settings (each encode sets them): the
-        # pipeline's calls and `embed` take turns on it
-        self._turns = threading.RLock()
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """diffusers' loader, with the DiT built as a `SketchGuidedTransformer` and the condition encoder as a
-        `SharedTimbreConditionEncoder` from the diffusers classes model_index.json names for them (as a
-        fresh save, an older base and an ACE-Step checkpoint all do). Components passed by the caller are
-        used as given."""
-        options = {k: kwargs[k] for k in _LOAD_OPTIONS if k in kwargs}
-        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-        for name, component in _EXTENDED.items():
-            if name not in kwargs:
-                part = dtype.get(name, dtype.get("default")) if isinstance(dtype, dict) else dtype
-                kwargs[name] = component.from_pretrained(
-                    pretrained_model_name_or_path, subfolder=name, dtype=part, **options
-                )
-        loading_log = logging.getLogger("diffusers.pipelines.pipeline_loading_utils")
-        quiet = _PassedComponent()
-        loading_log.addFilter(quiet)
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        finally:
-            loading_log.removeFilter(quiet)
+        self.sample_rate = int(vae.config.sampling_rate)
+        self.latents_per_second = frame_rate(vae.config)
+        self.timbre = FrozenTimbre()
 
     @classmethod
     def load_config(cls, *args, **kwargs):
@@ -160,123 +109,130 @@ class VibePipeline(AceStepPipeline):
         return loaded
 
     def register_modules(self, **kwargs):
-        """As diffusers', with names in model_index.json that outlive this code: the DiT and the condition
-        encoder are saved as the diffusers classes they extend (same weights and config; `from_pretrained`
-        builds ours from them), and this package's own components by the package, which re-exports them
-        (`["bayes_beats", "SpectrogramCodec"]`), not by the module that defines them today."""
+        """As diffusers', with this package's components named in model_index.json by the package, which
+        re-exports them (`["bayes_beats", "SpectrogramCodec"]`), not by the module that defines them today:
+        a module may move, the export stays."""
         super().register_modules(**kwargs)
         root = importlib.import_module(PACKAGE)
-        for name, module in kwargs.items():
+        for name in kwargs:
             library, class_name = self.config[name]
-            if isinstance(module, tuple(_EXTENDED.values())):
-                extended = next(c for c in type(module).__mro__ if c.__module__.startswith("diffusers."))
-                library, class_name = _fetch_class_library_tuple(extended)
-            elif library is not None and library.startswith(f"{PACKAGE}.") and hasattr(root, class_name):
-                library = PACKAGE
-            self.register_to_config(**{name: (library, class_name)})
-
-    def __call__(self, *args, plan: Plan | None = None, guidance: dict | None = None, **kwargs):
-        """diffusers' AceStepPipeline call, plus:
-
-        plan: per-item metas (bpm, keyscale) and the variational sample the prompts are encoded with; the
-            source latents carry their sketch. None: diffusers' `bpm`/`keyscale` arguments, no sketch.
-        guidance: guidance on the sketch, with a plan ({sketch_guidance, beat_guidance, beat_guidance_above_t};
-            None: off), passed to the DiT in `attention_kwargs` (`SketchGuidedTransformer`)."""
-        if plan is not None and guidance:
-            kwargs["attention_kwargs"] = {**(kwargs.get("attention_kwargs") or {}), **guidance}
-        with self._turns:
-            bound = _CALL_PLAN.set(plan)
-            try:
-                return super().__call__(*args, **kwargs)
-            finally:
-                _CALL_PLAN.reset(bound)
-
-    def format_prompt(self, caption: str, bpm: float | None, keyscale: str | None, seconds: float) -> str:
-        return format_prompt(caption, bpm, keyscale, seconds)
-
-    def encode_text(self, texts: list[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        return encode_text(self.tokenizer, self.text_encoder, texts, device)
-
-    def encode_lyrics(self, batch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        return encode_lyrics(self.tokenizer, self.text_encoder, batch, device)
+            if library is not None and library.startswith(f"{PACKAGE}.") and hasattr(root, class_name):
+                self.register_to_config(**{name: (PACKAGE, class_name)})
 
     def embed(self, texts: list[str]) -> torch.Tensor:
-        with self._turns:
-            return embed(self.tokenizer, self.text_encoder, texts)
+        """Sentence embeddings of bare vibe texts (the planner's input)."""
+        return embed(self.tokenizer, self.text_encoder, texts)
 
-    def encode_prompt(
+    @torch.no_grad()
+    def __call__(
         self,
-        prompt,
-        lyrics,
-        device,
-        vocal_language="en",
-        audio_duration=60.0,
-        instruction=None,
-        bpm=None,
-        keyscale=None,
-        timesignature=None,
-        max_text_length=256,
-        max_lyric_length=2048,
-    ):
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        plan = _CALL_PLAN.get()
-        bpms, keyscales = (plan.bpm, plan.keyscale) if plan else ([bpm] * len(prompts), [keyscale] * len(prompts))
-        texts = [self.format_prompt(p, b, k, audio_duration) for p, b, k in zip(prompts, bpms, keyscales, strict=True)]
-        states, mask = self.encode_text(texts, device)
+        prompt: str | list[str],
+        audio_duration: float,
+        num_inference_steps: int,
+        shift: float,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        plan: Plan | None = None,
+        guidance: dict | None = None,
+        bpm: float | None = None,
+        keyscale: str | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pt",
+    ) -> AudioPipelineOutput:
+        """Text-to-music, as diffusers' AceStepPipeline samples it with guidance_scale 1 (turbo), plus:
+
+        plan: per-item metas (bpm, keyscale) and the variational sample the prompts are encoded with, and the
+            sketch the source latents carry. None: `bpm`/`keyscale` for every item, no sketch.
+        guidance: guidance on the sketch, with a plan ({sketch_guidance, beat_guidance,
+            beat_guidance_above_t}; None: off), see `guided_velocity`.
+        output_type: "latent" ([batch, frames, channels]), "pt" or "np" (audio [batch, channels, samples])."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        batch, device, dtype = len(prompts), self._execution_device, self.transformer.dtype
+        frames = math.ceil(audio_duration * self.latents_per_second)
+        bpms, keys = (plan.bpm, plan.keyscale) if plan else ([bpm] * batch, [keyscale] * batch)
+
+        # 1. the conditioning, as training builds it (computed where the condition encoder is: under model
+        #    CPU offload its hook does not run, so it stays on the CPU)
+        texts = [format_prompt(p, b, k, audio_duration) for p, b, k in zip(prompts, bpms, keys, strict=True)]
+        text_states, text_mask = encode_text(self.tokenizer, self.text_encoder, texts, device)
         if self.prompt_head is not None and plan is not None and plan.z is not None:
-            states = self.prompt_head.condition(states, plan.z.to(device))
-        lyric_states, lyric_mask = self.encode_lyrics(len(prompts), device)
-        return states, mask, lyric_states, lyric_mask
-
-    def prepare_latents(self, batch_size, audio_duration, dtype, device, generator=None, latents=None):
-        # the pipeline passes frames / frame_rate back in and takes ceil(): with a non-integer frame rate
-        # (22050 / 512) float rounding adds a frame, so 10 s came out 432 frames against 431 context frames
-        if latents is not None:
-            return latents.to(device=device, dtype=dtype)
-        frames = math.ceil(audio_duration * self.latents_per_second - 1e-6)
-        shape = (batch_size, frames, self.transformer.config.audio_acoustic_hidden_dim)
-        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-
-    def prepare_src_latents(
-        self,
-        device,
-        dtype,
-        batch_size=1,
-        src_audio=None,
-        audio_codes=None,
-        latent_length=None,
-        task_type="text2music",
-    ):
-        src, length = super().prepare_src_latents(
-            device, dtype, batch_size, src_audio, audio_codes, latent_length, task_type
+            text_states = self.prompt_head.condition(text_states, plan.z.to(device))
+        lyric_states, lyric_mask = encode_lyrics(self.tokenizer, self.text_encoder, batch, device)
+        where = self.condition_encoder.device
+        states, context = condition(
+            self.condition_encoder,
+            self.timbre(self.condition_encoder, self.latents_per_second, where, dtype),
+            *(t.to(where) for t in (text_states, text_mask, lyric_states, lyric_mask)),
+            frames=frames,
+            rate=self.latents_per_second,
+            drawn=plan.sketch() if plan else None,
+            dtype=dtype,
         )
-        plan = _CALL_PLAN.get()
-        if plan is None or src_audio is not None or audio_codes is not None:
-            return src, length
-        return with_sketch(src, plan.bpm, plan.chords, plan.energy, self.latents_per_second), length
+        states, context = states.to(device), context.to(device)
+
+        # 2. the flow-matching ODE from noise (t = 1) to data (t = 0), one Euler step per timestep; a
+        #    scheduler per call, so concurrent calls on one pipeline share no step index
+        if latents is None:
+            shape = (batch, frames, self.transformer.config.audio_acoustic_hidden_dim)
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        xt = latents.to(device=device, dtype=dtype)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(sigmas=timestep_schedule(num_inference_steps, shift, device).tolist(), device=device)
+        with self.progress_bar(total=len(scheduler.timesteps)) as progress:
+            for t in scheduler.timesteps:
+                now = float(t) * torch.ones((batch,), device=device, dtype=dtype)
+                v = guided_velocity(self.transformer, xt, now, states, context, guidance if plan else None)
+                xt = scheduler.step(v, t, xt, return_dict=False)[0]
+                progress.update()
+        if output_type == "latent":
+            return AudioPipelineOutput(audios=xt)
+
+        # 3. decode, peak-normalised to -1 dBFS as ACE-Step's own pipeline does
+        audio = self.vae.decode(xt.transpose(1, 2)).sample.float()
+        peak = audio.abs().amax(dim=[1, 2], keepdim=True)
+        if torch.any(peak > 1.0):
+            audio = audio / peak.clamp(min=1.0)
+        peak = audio.abs().amax(dim=[1, 2], keepdim=True).clamp(min=1e-6)
+        audio = audio * (10.0 ** (-1.0 / 20.0) / peak)
+        self.maybe_free_model_hooks()
+        return AudioPipelineOutput(audios=audio.cpu().numpy() if output_type == "np" else audio)
 
 
-def with_sketch(
-    src: torch.Tensor,
-    bpms: list[float],
-    chords: list[torch.Tensor],
-    energies: list[float],
-    frame_rate: float,
-    origins: list[float] | None = None,
+def guided_velocity(
+    transformer,
+    xt: torch.Tensor,
+    t: torch.Tensor,
+    states: torch.Tensor,
+    context: torch.Tensor,
+    guidance: dict | None,
 ) -> torch.Tensor:
-    """Source latents [batch, frames, channels] with the first SKETCH_CHANNELS replaced by the sketch."""
-    frames = src.shape[1]
-    if src.shape[-1] < SKETCH_CHANNELS:
-        raise ValueError(
-            f"the sketch takes {SKETCH_CHANNELS} latent channels; this model's latents have {src.shape[-1]}"
-        )
-    origins = origins or [0.0] * len(bpms)
-    hint = torch.stack(
-        [sketch(b, c, e, frames, frame_rate, o) for b, c, e, o in zip(bpms, chords, energies, origins, strict=True)]
-    )
-    src = src.clone()
-    src[..., :SKETCH_CHANNELS] = hint.to(src)
-    return src
+    """The DiT's velocity, with classifier-free guidance on the sketch when asked.
+
+    sketch_guidance g != 1: v_u + g (v_sketch − v_u), v_u with the sketch channels zeroed (as sketch dropout
+    trains). beat_guidance h > 0 (a scale or one per item): + h (v_sketch − v_double) while t is above
+    beat_guidance_above_t, v_double rendering the same sketch at double time, so the sum steers away from
+    it; only the first, noisiest steps, where the rhythm forms (all steps cost key and mode, docs/
+    ablation.md). The branches run as one DiT call on a stacked batch."""
+    guidance = guidance or {}
+    scale = guidance.get("sketch_guidance", 1.0)
+    weights = torch.as_tensor(guidance.get("beat_guidance", 0.0), dtype=xt.dtype)  # scalar or per item
+    early = bool((t > guidance.get("beat_guidance_above_t", 1.0)).all())  # the steps share one t
+    beat = weights.to(xt.device).reshape(-1, 1, 1) if early and bool((weights != 0).any()) else None
+    if scale == 1.0 and beat is None:
+        return transformer(
+            hidden_states=xt, timestep=t, timestep_r=t, encoder_hidden_states=states, context_latents=context
+        ).sample
+    branches = [context, without_sketch(context)] + ([double_time(context)] if beat is not None else [])
+    n = len(branches)
+    out = transformer(
+        hidden_states=xt.repeat(n, 1, 1),
+        timestep=t.repeat(n),
+        timestep_r=t.repeat(n),
+        encoder_hidden_states=states.repeat(n, 1, 1),
+        context_latents=torch.cat(branches),
+    ).sample
+    v_sketch, v_uncond, *v_double = out.chunk(n)
+    guided = v_uncond + scale * (v_sketch - v_uncond)
+    return guided + beat * (v_sketch - v_double[0]) if v_double else guided
 
 
 def assemble(codec: SpectrogramCodec, transformer, condition_encoder, prompt_head=None, planner=None) -> VibePipeline:

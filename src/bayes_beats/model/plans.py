@@ -4,7 +4,7 @@ The planner (model/vibe.py) gives, per vibe, a Gaussian over log-tempo, a Gaussi
 score (energy is a percentile of the corpus's, so its normal score is ~N(0, 1) over the clips) and a
 Bernoulli for major. `num_variations` takes are stratified draws of it (a Latin hypercube over the three
 uniforms: four takes are four different readings, not four seeds of one); `temperature` scales the
-spread (0: every take plays the mode, as before).
+spread (0: every take plays the mode).
 
 A listener's taste is linear in a take's features (`features`): where the take sits relative to the
 vibe's own centre, in corpus units (log-tempo over the corpus's sd, major ±1 minus the expected, energy's

@@ -4,7 +4,6 @@ directory it points to, local or gs://) and the frozen encoders `encode` runs on
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ import torch
 from bayes_beats.core import paths
 from bayes_beats.core.config import ModelParams
 from bayes_beats.model.codec import SpectrogramCodec
+from bayes_beats.model.conditioning import frame_rate
 from bayes_beats.model.text import load_text_encoder
 
 BASE_DIR = paths.BASE
@@ -48,7 +48,7 @@ class AudioEncoder:
 
     def __init__(self, vae, sample_rate: int) -> None:
         self.vae, self.sample_rate = vae, sample_rate
-        self.frame_rate = vae.config.sampling_rate / math.prod(vae.config.downsampling_ratios)
+        self.frame_rate = frame_rate(vae.config)
 
     @torch.no_grad()
     def __call__(self, audio: torch.Tensor) -> torch.Tensor:

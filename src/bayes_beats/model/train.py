@@ -24,8 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bayes_beats.core.config import TrainParams
-from bayes_beats.model.pipeline import with_sketch
-from bayes_beats.model.sketch import SKETCH_CHANNELS
+from bayes_beats.model.conditioning import FrozenTimbre, Sketch, condition
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,8 @@ class CachedClips:
 
     def fingerprint(self) -> str:
         """Of everything training reads: any change to the cache (a re-measured beat grid or chords, not
-        only other clips) makes old checkpoints stale. (Keys and bpm alone let a pretrain resume a
-        finished run made on other chords.)"""
+        only other clips) makes old checkpoints stale: keys and bpm alone would let a pretrain resume a
+        finished run made on other chords and train nothing."""
         digest = hashlib.sha256(json.dumps(self.index, sort_keys=True).encode())
         for key in sorted(self.tensors):
             digest.update(key.encode() + self.tensors[key].contiguous().view(-1).view(torch.uint8).numpy().tobytes())
@@ -93,7 +92,8 @@ class LiveClips:
 
 class Denoiser(nn.Module):
     """Everything trained, in one module (one DDP wrapper): condition encoder + DiT, and in `finetune` the
-    variational prompt head. forward(batch) → losses; all randomness comes in the batch."""
+    variational prompt head. forward(batch) → losses; all randomness comes in the batch. The DiT is
+    conditioned by `conditioning.condition`, as the pipeline conditions it at inference."""
 
     def __init__(
         self,
@@ -104,10 +104,12 @@ class Denoiser(nn.Module):
         kl_weight: float = 0.0,
     ):
         super().__init__()
-        # a SharedTimbreConditionEncoder (build_tiny_denoiser, finetune) encodes the batch's one timbre reference once
         self.transformer, self.condition_encoder = transformer, condition_encoder
         self.prompt_head = prompt_head
         self.frame_rate, self.kl_weight = frame_rate, kl_weight
+        # no stage trains the timbre encoder: its encoding of the silence reference is computed once
+        condition_encoder.timbre_encoder.requires_grad_(False)
+        self.timbre = FrozenTimbre()
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         x0, noise, t = batch["x0"], batch["noise"], batch["t"]  # [B, frames, channels], same, [B]
@@ -118,34 +120,22 @@ class Denoiser(nn.Module):
             z, mu, logvar = self.prompt_head(emb, batch["eps"])
             states = self.prompt_head.condition(states, z)
             losses["kl"] = self.prompt_head.kl(emb, mu, logvar)
-        batch_size, frames = x0.shape[:2]
         silence = self.condition_encoder.silence_latent
-        encoder_states, _ = self.condition_encoder(  # as the pipeline calls it at inference
-            text_hidden_states=states,
-            text_attention_mask=batch["text_mask"],
-            lyric_hidden_states=batch["lyric_states"],
-            lyric_attention_mask=batch["lyric_mask"],
-            refer_audio_acoustic_hidden_states_packed=silence[:, : math.ceil(30 * self.frame_rate)].expand(
-                batch_size, -1, -1
+        encoder_states, context = condition(
+            self.condition_encoder,
+            self.timbre(self.condition_encoder, self.frame_rate, x0.device, silence.dtype),
+            states,
+            batch["text_mask"],
+            batch["lyric_states"],
+            batch["lyric_mask"],
+            frames=x0.shape[1],
+            rate=self.frame_rate,
+            drawn=Sketch(
+                batch["bpm"].tolist(), list(batch["chords"]), batch["energy"].tolist(), batch["origin"].tolist()
             ),
-            refer_audio_order_mask=torch.arange(batch_size, device=x0.device),
+            drop_sketch=batch.get("drop_sketch"),  # the unguided branch of sketch guidance: the whole sketch zeroed
+            drop_text=batch.get("drop_text"),  # text replaced by the null embedding (ACE-Step's CFG null)
         )
-        src = silence[:, :frames].expand(batch_size, -1, -1)  # text-to-music source = silence (+ sketch)
-        src = with_sketch(
-            src,
-            batch["bpm"].tolist(),
-            list(batch["chords"]),
-            batch["energy"].tolist(),
-            self.frame_rate,
-            batch["origin"].tolist(),
-        )
-        if "drop_sketch" in batch:  # the unguided branch of sketch guidance: the whole sketch zeroed
-            keep = (~batch["drop_sketch"])[:, None, None].to(src)
-            src[..., :SKETCH_CHANNELS] = src[..., :SKETCH_CHANNELS] * keep
-        if "drop_text" in batch:  # text replaced by the null embedding (ACE-Step's CFG null)
-            null = self.condition_encoder.null_condition_emb.to(encoder_states).expand_as(encoder_states)
-            encoder_states = torch.where(batch["drop_text"][:, None, None], null, encoder_states)
-        context = torch.cat([src, torch.ones_like(src)], dim=-1)  # chunk mask of ones: generate everything
         v = self.transformer(
             hidden_states=xt,
             timestep=t,
@@ -205,8 +195,8 @@ def make_batch(
 
 
 def stretch(batch: dict, latents: torch.Tensor, starts: torch.Tensor, params: TrainParams, gen, frame_rate: float):
-    """Time-stretch a share of the batch to tempi the corpus rarely plays (the slowest and fastest asks are
-    where the renderer missed: issue H). A latent frame is a frame of log band energies, so resampling
+    """Time-stretch a share of the batch to tempi the corpus rarely plays (the renderer misses most on the
+    slowest and fastest asks, where it has seen fewest clips: docs/ablation.md). A latent frame is a frame of log band energies, so resampling
     frames in time changes the tempo and keeps the pitch, as a phase vocoder does. Crop j of an item
     stretched by r (new bpm = r * bpm) reads source frame start + j * r, linearly interpolated."""
     size, crop = batch["x0"].shape[:2]
@@ -247,7 +237,9 @@ def train(
     desc: str,
     on_log=None,
 ) -> list[dict]:
-    """Run `params.steps` optimizer steps, resuming from the latest checkpoint in `checkpoint_dir`.
+    """Run `params.steps` optimizer steps, resuming from the latest checkpoint in `checkpoint_dir`. `desc`
+    names the stage (`pretrain`, `finetune`): the progress bar, the log and whose code the checkpoints
+    belong to (`_code_fingerprint`).
 
     Returns the loss history ({step, loss, flow[, kl]} every `log_every` steps)."""
     # pretrain's DiT has a parameter the loss never reaches (the CFG null embedding): DDP must know
@@ -268,11 +260,11 @@ def train(
     trained = [(name, list(p.shape)) for name, p in denoiser.named_parameters() if p.requires_grad]
     denoiser, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
     step, history = 0, []
-    _discard_stale_checkpoints(checkpoint_dir, params, clips, trained, accelerator)
-    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    _discard_stale_checkpoints(checkpoint_dir, params, clips, trained, accelerator, desc)
+    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=checkpoint_step)
     if checkpoints:
         accelerator.load_state(str(checkpoints[-1]))
-        step = int(checkpoints[-1].name.split("-")[1])
+        step = checkpoint_step(checkpoints[-1])
         history = json.loads((checkpoints[-1] / "history.json").read_text())
         log.info("%s: resumed from %s", desc, checkpoints[-1])
     denoiser.train()
@@ -304,27 +296,43 @@ def train(
     return history
 
 
-def _code_fingerprint() -> str:
-    """A hash of the package's source: a checkpoint resumes only the code that wrote it (dvc reruns a
-    training stage when its code changed, and the last run's finished checkpoint must not stand in)."""
+# the package's code a training stage runs besides its own module: what dvc.yaml lists as its deps
+TRAINING_CODE = ("core", "model", "music")
+
+
+def _code_fingerprint(stage: str) -> str:
+    """A hash of the code a training stage runs (its module and TRAINING_CODE): a checkpoint resumes only
+    the code that wrote it (dvc reruns a training stage when its code changed, and the last run's finished
+    checkpoint must not stand in). Code training never runs (the service's) leaves checkpoints alone."""
     package = Path(__file__).resolve().parents[1]
+    sources = [package / f"{stage}.py"] + [p for part in TRAINING_CODE for p in (package / part).rglob("*.py")]
     digest = hashlib.sha256()
-    for source in sorted(package.rglob("*.py")):
+    for source in sorted(p for p in sources if p.is_file()):
         digest.update(str(source.relative_to(package)).encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()[:16]
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint-N directory holds (its sort key: checkpoint-10 comes after checkpoint-9)."""
+    return int(path.name.split("-")[1])
+
+
 def _discard_stale_checkpoints(
-    root: Path, params: TrainParams, clips, trained: list[tuple[str, list[int]]], accelerator: Accelerator
+    root: Path,
+    params: TrainParams,
+    clips,
+    trained: list[tuple[str, list[int]]],
+    accelerator: Accelerator,
+    stage: str,
 ) -> None:
     """Checkpoints persist across `dvc repro` runs (for resume); ones made with other params, data, code or
-    trainable parameters go (a frozen module once made a resume fail on the optimizer's groups)."""
+    trainable parameters go (a resume with other trainable parameters fails on the optimizer's groups)."""
     fingerprint = {
         **params.model_dump(exclude={"checkpointing_steps", "checkpoints_total_limit", "log_every"}),
         "clips": clips.fingerprint(),
         "processes": accelerator.num_processes,
         "trained": hashlib.sha256(json.dumps(trained).encode()).hexdigest()[:16],
-        "code": _code_fingerprint(),
+        "code": _code_fingerprint(stage),
     }
     fingerprint = json.loads(json.dumps(fingerprint))  # as the marker reads back: tuples become lists
     marker = root / "fingerprint.json"
@@ -349,7 +357,7 @@ def _checkpoint(accelerator: Accelerator, root: Path, step: int, history: list, 
         (tmp / "history.json").write_text(json.dumps(history))
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)  # a kill mid-save leaves only a .tmp dir, never a half checkpoint
-        for old in sorted(root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
+        for old in sorted(root.glob("checkpoint-*"), key=checkpoint_step)[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
 
