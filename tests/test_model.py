@@ -355,6 +355,30 @@ def test_adapter_encodes_conditions_as_the_diffusers_condition_encoder(untrained
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
 
 
+def test_adapter_sampler_is_diffusers_ace_step_loop(untrained):
+    """Without a plan, one item (diffusers encodes the timbre per item) and the same prompt encoding, the
+    sampler is `AceStepPipeline.__call__` of the pinned release, bit for bit."""
+    from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
+
+    from bayes_beats.model.text import encode_lyrics, encode_text, format_prompt
+
+    class Reference(AceStepPipeline):
+        def encode_prompt(self, prompt, lyrics, device, audio_duration=60.0, bpm=None, keyscale=None, **_):
+            texts = [format_prompt(p, bpm, keyscale, audio_duration) for p in prompt]
+            states, mask = encode_text(self.tokenizer, self.text_encoder, texts, device)
+            return states, mask, *encode_lyrics(self.tokenizer, self.text_encoder, len(prompt), device)
+
+    _, pipe, _, _ = untrained
+    parts = {k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer", "transformer", "condition_encoder")}
+    reference = Reference(**parts, scheduler=FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config))
+    reference.set_progress_bar_config(disable=True)
+    noise = torch.randn(1, math.ceil(2.0 * pipe.latents_per_second), 32, generator=torch.Generator().manual_seed(0))
+    call = dict(prompt=["lo-fi piano"], audio_duration=2.0, num_inference_steps=4, shift=3.0, latents=noise, bpm=90)
+    ours = pipe(**call, keyscale="A minor", output_type="latent").audios
+    theirs = reference(**call, keyscale="A minor", guidance_scale=1.0, output_type="latent").audios
+    assert torch.equal(ours, theirs)
+
+
 def test_the_timbre_of_silence_is_encoded_once_and_only_for_a_frozen_encoder(untrained):
     _, pipe, _, _ = untrained
     encoder = copy.deepcopy(pipe.condition_encoder)  # the fixture's weights stay as they are

@@ -3,9 +3,10 @@
 the silence reference) and the context latents (ACE-Step's source latents, here silence carrying the
 per-frame sketch, beside a chunk mask of ones: generate every frame).
 
-A continuation (a segment that carries on from the end of the previous one) changes only the context:
-the previous segment's tail in the source latents and zeros in the chunk mask over it (docs/design.md,
-"Sampler, conditioning and continuation")."""
+A continuation (a segment that carries on from the end of the previous one) needs no other path: its
+sketch starts at the beat phase where the last segment ended (`Sketch.origin`, as training's crops do)
+and the sampler holds the previous tail in the latents (docs/design.md, "Sampler, conditioning and
+continuation")."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ API does what is needed; tests/test_model.py pins the version and compares every
 - `encode_conditions`: `AceStepConditionEncoder.forward` with the timbre step taken as an argument. The
   text-to-music reference is always the same silence and the timbre encoder is frozen, so its encoding is
   computed once (`conditioning.FrozenTimbre`); diffusers' forward runs it on every item of every call (at
-  batch 16 that was a third of a training step here). Its packing helper is private, so it is copied.
+  batch 16, a third of a training step here). Its packing helper is private, so it is copied.
 - `metadata_string` and `timestep_schedule`: ACE-Step's prompt metas block and its shifted timestep
   schedule, which diffusers keeps as underscore methods of the pipeline; the prompt template constants
   are read from diffusers' pipeline module here and nowhere else.

@@ -156,8 +156,8 @@ class Generator:
         embedding = pipe.embed(prompts) if pipe.planner is not None else None
         dists = self.distributions(prompts, embedding)
         if embedding is not None and pipe.prompt_head is not None:
-            # the prompt head's mean conditions the DiT's text tokens; its samples are no longer the
-            # variations (they were less diverse than seeds alone and cost alignment): the plan's draws are
+            # the prompt head's mean conditions the DiT's text tokens; the variations are the plan's draws,
+            # not its samples (those are less diverse than seeds alone and cost alignment: docs/design.md)
             rows = embedding.repeat_interleave(num_variations, dim=0).to(pipe.prompt_head.dtype)
             z = pipe.prompt_head(rows)[0].detach()
         plan, drawn = Plan([], [], [], [], z), []

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers import AceStepPipeline, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.loaders import AceStepLoraLoaderMixin
 from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -52,7 +52,7 @@ class Plan:
 
 
 class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
-    model_cpu_offload_seq = "text_encoder->condition_encoder->transformer->vae"
+    model_cpu_offload_seq = AceStepPipeline.model_cpu_offload_seq  # components visit the GPU in this order
     _optional_components = ["audio_tokenizer", "audio_token_detokenizer", "prompt_head", "planner"]
 
     def __init__(
