@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayes_beats.core.config import CorpusParams, load_params
+from bayes_beats.core.config import load_params
 from bayes_beats.core.skips import SkipLog
 
 RESULTS = Path("bench/results.json")
@@ -44,12 +44,12 @@ def machine() -> dict:
 def bench_corpus(n_tracks: int = 640) -> dict:
     from bayes_beats import corpus
 
-    params = load_params().corpus.model_dump() | {"n_tracks": n_tracks}
+    params = load_params().with_overrides(corpus={"n_tracks": n_tracks}).corpus
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        corpus.generate(CorpusParams(**params), Path(tmp) / "raw")
+        corpus.generate(params, Path(tmp) / "raw")
         seconds = time.perf_counter() - start
-    return {"tracks": n_tracks, "track_seconds": params["track_seconds"], "seconds": round(seconds, 1)}
+    return {"tracks": n_tracks, "track_seconds": params.track_seconds, "seconds": round(seconds, 1)}
 
 
 def bench_features(n_clips: int = 240) -> dict:

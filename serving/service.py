@@ -58,10 +58,11 @@ from bayes_beats.api.schemas import (
     RenderRequest,
     Seed,
     Temperature,
-    encode_wav,
+    render_batch,
     request_limits,
     variations_json,
 )
+from bayes_beats.core.config import FeaturesParams
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 
 HERE = Path(__file__).parent
@@ -78,6 +79,8 @@ GPU = os.environ.get("BAYES_BEATS_GPU", "0") == "1"
 REQUEST_LOG = os.environ.get("BAYES_BEATS_REQUEST_LOG", "requests.sqlite")
 CLAP_DIR = os.environ.get("BAYES_BEATS_CLAP_DIR")  # unset: the Bento's CLAP model; "": no clap_local score
 CLAP_TAG = getattr(BUILT_WITH, "clap_tag", "bayes-beats-clap:latest")
+# the features stage's settings, so the request log measures audio as the data was (from source: params.yaml)
+FEATURES = getattr(BUILT_WITH, "features", None)
 DRAIN_TIMEOUT_S = float(os.environ.get("BAYES_BEATS_DRAIN_TIMEOUT_S", "300"))  # renderer waits for the API
 CATALOG = load_catalog(os.environ.get("BAYES_BEATS_CATALOG", str(HERE / "catalog")))
 
@@ -145,14 +148,8 @@ def _load_generator(bento_model):
     return model.unwrap_python_model().generator, version
 
 
-GENERATOR_LIMITS = (
-    "min_seconds",
-    "max_seconds",
-    "max_prompt_chars",
-    "max_variations",
-    "max_temperature",
-    "min_bpm",
-    "max_bpm",
+GENERATOR_LIMITS = set(
+    ["min_seconds", "max_seconds", "max_prompt_chars", "max_variations", "max_temperature", "min_bpm", "max_bpm"]
 )
 
 
@@ -178,45 +175,14 @@ class Renderer:
     def limits(self) -> dict:
         """The generator's limits (the profile's ModelParams), which the API checks requests against."""
         p = self.generator.params
-        return {"profile": p.profile} | p.model_dump(include=set(GENERATOR_LIMITS))
+        return {"profile": p.profile} | p.model_dump(include=GENERATOR_LIMITS)
 
     # max_latency_ms bounds queueing + a batch (a 10-s clip takes ~0.4 s alone); past it BentoML answers 503
     @bentoml.api(batchable=MAX_BATCH > 1, max_batch_size=max(MAX_BATCH, 2), max_latency_ms=60_000)
     def render(self, requests: list[RenderJob]) -> list[Rendered]:
         """Requests that share duration/variations/temperature/bpm/key/energy/taste go through the pipeline
         together."""
-        out: list[Rendered | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i, request in enumerate(requests):
-            groups.setdefault(request.group_key(), []).append(i)
-        sr = self.generator.sample_rate
-        for indices in groups.values():
-            first = requests[indices[0]]
-            taste = getattr(first, "taste", None)  # (a plain RenderRequest in-process: anonymous)
-            audio, plans = self.generator.generate_with_plans(  # plans returned, not read from shared state
-                [requests[i].prompt for i in indices],
-                first.duration_s,
-                [requests[i].seed for i in indices],
-                num_variations=first.num_variations,
-                temperature=first.temperature,
-                bpm=first.bpm,
-                keyscale=first.keyscale,
-                energy=first.energy,
-                **({"taste": taste} if taste is not None else {}),
-            )
-            for row, i in enumerate(indices):
-                mine = plans[row * first.num_variations : (row + 1) * first.num_variations]
-                out[i] = Rendered(
-                    sample_rate=sr,
-                    wavs=[encode_wav(a, sr) for a in audio[row]],
-                    bpm=[round(p["bpm"], 1) for p in mine],
-                    keyscale=[p["keyscale"] for p in mine],
-                    energy=[round(p["energy"], 3) for p in mine],
-                    model_version=self.version,
-                    features=[p.get("features") for p in mine],
-                    plan=mine[0].get("plan"),
-                )
-        return out  # type: ignore[return-value]
+        return render_batch(self.generator, requests, self.version)
 
 
 # BentoML's own probe of the renderer (runner_probe) is off: when it timed out it raised (BentoML 1.4.40
@@ -240,7 +206,8 @@ class BayesBeats:
     def __init__(self) -> None:
         self._limits: dict | None = None
         clap_dir = CLAP_DIR if CLAP_DIR is not None else self.clap_model.path
-        self.request_log = RequestLog(REQUEST_LOG, clap_dir) if REQUEST_LOG != "off" else None
+        features = FeaturesParams.model_validate_json(FEATURES) if FEATURES else None
+        self.request_log = RequestLog(REQUEST_LOG, clap_dir, features=features) if REQUEST_LOG != "off" else None
         LISTENERS.start()  # the generation-id key, read once here: a generation never waits on the database
 
     @bentoml.on_startup
@@ -289,22 +256,7 @@ class BayesBeats:
                     raise
         rendered = result[0] if isinstance(result[0], Rendered) else Rendered.model_validate(result[0])
         if self.request_log is not None:
-            self.request_log.record(
-                Generation(
-                    endpoint=endpoint,
-                    model_version=rendered.model_version,
-                    prompt=request.prompt,
-                    duration_s=request.duration_s,
-                    num_variations=request.num_variations,
-                    temperature=request.temperature,
-                    latency_s=time.perf_counter() - started,
-                    wav=base64.b64decode(rendered.wavs[0]),
-                    planned_bpm=rendered.bpm[0],
-                    planned_keyscale=rendered.keyscale[0],
-                    valence=vibe.valence if vibe else None,
-                    arousal=vibe.arousal if vibe else None,
-                )
-            )
+            self.request_log.record(Generation.of(endpoint, request, rendered, time.perf_counter() - started, vibe))
         return rendered, LISTENERS.ids_for(rendered)
 
     @bentoml.api

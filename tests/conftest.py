@@ -34,7 +34,7 @@ os.environ["BENTOML_HOME"] = str(TEST_HOME / "bentoml")
 os.environ["BAYES_BEATS_REQUEST_LOG"] = str(TEST_HOME / "requests.sqlite")
 
 from bayes_beats import corpus  # noqa: E402
-from bayes_beats.core.config import CorpusParams, Params  # noqa: E402
+from bayes_beats.core.config import Params, load_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -130,7 +130,7 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 def synth_corpus(tmp_path_factory) -> Path:
     """A 60-track, 12-s synthetic corpus in the MTG-Jamendo layout (built once per session)."""
     root = tmp_path_factory.mktemp("synth") / "raw"
-    corpus.generate(CorpusParams(n_tracks=60, track_seconds=12, workers=2), root)
+    corpus.generate(params_with(corpus={"n_tracks": 60, "track_seconds": 12, "workers": 2}).corpus, root)
     return root
 
 
@@ -142,11 +142,8 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 
 def params_with(**sections) -> Params:
-    """Default params with some sections replaced, e.g. params_with(sample={"n_tracks": 5})."""
-    base = Params().model_dump()
-    for name, values in sections.items():
-        base[name].update(values)
-    return Params.model_validate(base)
+    """The repo's params.yaml with some keys replaced, e.g. params_with(sample={"n_tracks": 5})."""
+    return load_params(REPO / "params.yaml").with_overrides(**sections)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,9 @@
 import numpy as np
 import pandas as pd
 import soundfile as sf
+from conftest import params_with
 
 from bayes_beats import corpus
-from bayes_beats.core.config import CorpusParams
 from bayes_beats.music.moods import OFFICIAL_TAGS, TAG_PREFIX
 
 
@@ -35,7 +35,7 @@ def test_moods_drive_tempo_and_mode(synth_corpus):
 
 
 def test_same_seed_gives_the_same_audio(tmp_path):
-    params = CorpusParams(n_tracks=3, track_seconds=3, workers=1)
+    params = params_with(corpus={"n_tracks": 3, "track_seconds": 3, "workers": 1}).corpus
     a = corpus.generate(params, tmp_path / "a")
     b = corpus.generate(params, tmp_path / "b")
     pd.testing.assert_frame_equal(a, b)

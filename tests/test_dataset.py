@@ -3,12 +3,13 @@ import pandas as pd
 from conftest import params_with
 
 from bayes_beats import dataset, features, labels, sample
-from bayes_beats.core.config import DatasetParams
 
 
 def test_split_by_track_puts_no_track_in_two_splits():
     tracks = pd.Series([f"t{i // 3}" for i in range(90)])  # 30 tracks x 3 clips
-    split = dataset.split_by_track(tracks, DatasetParams(validation_fraction=0.2, test_fraction=0.1))
+    split = dataset.split_by_track(
+        tracks, params_with(dataset={"validation_fraction": 0.2, "test_fraction": 0.1}).dataset
+    )
     assert pd.DataFrame({"t": tracks, "s": split}).groupby("t")["s"].nunique().max() == 1
     assert split.value_counts().to_dict() == {"train": 63, "validation": 18, "test": 9}
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
+from conftest import params_with
 
-from bayes_beats.core.config import FeaturesParams
 from bayes_beats.core.skips import SkipLog
 from bayes_beats.features import compute
 from bayes_beats.music.analysis import estimate_key
@@ -26,7 +26,7 @@ def test_features_match_synth_ground_truth(synth_corpus, tmp_path):
         path = tmp_path / f"{row.track_id}.wav"
         write_wav(path, audio, 22050)
         clips.append({"clip_id": row.track_id, "path": str(path)})
-    features = compute(pd.DataFrame(clips), 22050, FeaturesParams(workers=2), SkipLog("test"))
+    features = compute(pd.DataFrame(clips), 22050, params_with(features={"workers": 2}).features, SkipLog("test"))
     merged = truth.merge(features, left_on="track_id", right_on="clip_id", suffixes=("_true", ""))
     ratio = merged["bpm"] / merged["bpm_true"]
     tempo_ok = np.min([np.abs(ratio * m - 1) for m in (1, 2, 0.5)], axis=0) < 0.04

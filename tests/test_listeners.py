@@ -143,7 +143,8 @@ def test_the_monitor_reports_the_like_rate_and_fails_on_a_sharp_drop(tmp_path, m
 
     rng = np.random.default_rng(1)
     (tmp_path / "reports/eval").mkdir(parents=True)
-    reference_frame(60, rng).drop(columns="latency_s").to_csv(tmp_path / "reports/eval/requests.csv", index=False)
+    (tmp_path / "data/traffic").mkdir(parents=True)
+    reference_frame(60, rng).drop(columns="latency_s").to_csv(tmp_path / "data/traffic/reference.csv", index=False)
     vocab = "calm piano evening happy upbeat drums dark ambient pad energetic"
     (tmp_path / "reports/eval/vocabulary.txt").write_text("\n".join(vocab.split()))
     location = str(tmp_path / "requests.sqlite")
@@ -159,7 +160,7 @@ def test_the_monitor_reports_the_like_rate_and_fails_on_a_sharp_drop(tmp_path, m
         connection.execute(requests_table.insert(), rows)
     engine.dispose()
     monkeypatch.chdir(tmp_path)
-    params = params_with(monitor={"requests": location, "min_requests": 20})
+    params = params_with(monitor={"requests": location, "min_requests": 20, "fail_on_drift": True})
 
     write_votes(location, {0: 0.7, 2: 0.75, 3: 0.7})  # steady
     monitor.run(params)
@@ -173,7 +174,7 @@ def test_the_monitor_reports_the_like_rate_and_fails_on_a_sharp_drop(tmp_path, m
         monitor.run(params)
     assert json.loads((tmp_path / "metrics/monitor.json").read_text())["votes"]["like_rate_last_day"] == 0.2333
 
-    csv = params_with(monitor={"requests": str(tmp_path / "reports/eval/requests.csv"), "min_requests": 20})
+    csv = params_with(monitor={"requests": str(tmp_path / "data/traffic/reference.csv"), "min_requests": 20})
     monitor.run(csv)  # a CSV sample has no votes: skipped, with a note
     assert "not monitored" in json.loads((tmp_path / "metrics/monitor.json").read_text())["votes"]["note"]
 

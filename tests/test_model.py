@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from conftest import params_with
 from diffusers import AceStepConditionEncoder, AceStepTransformer1DModel
 from safetensors.torch import load_file
 
 import bayes_beats
 from bayes_beats import encode, finetune, load_generator
-from bayes_beats.core.config import ModelParams
 from bayes_beats.model.codec import SpectrogramCodec
 from bayes_beats.model.conditioning import FrozenTimbre, frame_rate
 from bayes_beats.model.denoiser import build_tiny_denoiser
@@ -215,8 +215,9 @@ def test_double_time_doubles_the_beat_phase():
 
 # ---- an untrained tiny model (constructors only, seconds to build): loading, saved layouts, concurrency
 
-MODEL = ModelParams(hidden_size=64, num_layers=1, head_dim=32, num_inference_steps=4)
-CARD = {"params": {"model": MODEL.model_dump(), "finetune": {"sketch_guidance": 2.0}}}
+MODEL = params_with(model={"hidden_size": 64, "num_layers": 1, "head_dim": 32, "num_inference_steps": 4}).model
+GUIDANCE = params_with(finetune={"sketch_guidance": 2.0, "beat_guidance": 0.0}).finetune
+CARD = {"params": {"model": MODEL.model_dump(), "finetune": GUIDANCE.model_dump()}}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from conftest import BIN, REPO, champion_served, start_service, stop_service
+from conftest import BIN, REPO, champion_served, params_with, start_service, stop_service
 from PIL import Image
 
 pytestmark = pytest.mark.serving
@@ -177,10 +177,9 @@ def test_request_limits_are_declared_once_and_sit_within_the_generators():
     from types import SimpleNamespace
 
     from bayes_beats.api.schemas import RenderRequest
-    from bayes_beats.core.config import ModelParams
     from bayes_beats.model.generate import Generator
 
-    api, model = RenderRequest.model_json_schema()["properties"], ModelParams()
+    api, model = RenderRequest.model_json_schema()["properties"], params_with().model
     bpm = next(s for s in api["bpm"]["anyOf"] if s.get("type") == "number")
     assert model.min_seconds <= api["duration_s"]["minimum"] and api["duration_s"]["maximum"] <= model.max_seconds
     assert api["num_variations"]["maximum"] <= model.max_variations
@@ -190,8 +189,10 @@ def test_request_limits_are_declared_once_and_sit_within_the_generators():
     energy = next(s for s in api["energy"]["anyOf"] if s.get("type") == "number")
     assert (energy["minimum"], energy["maximum"]) == (0, 1)  # a percentile, as the generator takes it
 
-    narrow = ModelParams(profile="acestep15", min_seconds=5, max_seconds=20, max_variations=2, max_temperature=1.5)
-    narrow = narrow.model_copy(update={"min_bpm": 60, "max_bpm": 180, "max_prompt_chars": 100})
+    narrow = params_with(
+        model={"profile": "acestep15", "min_seconds": 5, "max_seconds": 20, "max_variations": 2}
+        | {"max_temperature": 1.5, "min_bpm": 60, "max_bpm": 180, "max_prompt_chars": 100}
+    ).model
     limits = {"profile": narrow.profile} | narrow.model_dump()
     generator = Generator(SimpleNamespace(sample_rate=22050), narrow)  # type: ignore[arg-type]
     assert RenderRequest(prompt="calm", duration_s=10).beyond(limits) is None
@@ -309,7 +310,8 @@ def test_package_builds_a_bento_that_serves_the_champion_behind_an_api_key(regis
     # the Bento records the exact tags it was built with, not `:latest`
     name, version = built["bento"].split(":")
     manifest = yaml.safe_load((tmp_path / "bentoml" / "bentos" / name / version / "bento.yaml").read_text())
-    assert manifest["args"] == {"model_tag": built["model"], "clap_tag": built["clap_model"]}
+    features = params_with().features.model_dump_json()  # what the request log measures the audio with
+    assert manifest["args"] == {"model_tag": built["model"], "clap_tag": built["clap_model"], "features": features}
     served = {m["tag"] for service in manifest["services"] for m in service["models"] or []}
     assert served == {built["model"], built["clap_model"]}  # what `bentoml containerize` puts in the image
     # ... so a newer `bayes-beats` in the store (here not even a loadable model) changes nothing it serves

@@ -8,10 +8,9 @@ import time
 import datasets
 import pytest
 import torch
-from conftest import BIN, free_port, project_copy
+from conftest import BIN, free_port, params_with, project_copy
 from safetensors.torch import load_file
 
-from bayes_beats.core.config import FinetuneParams
 from bayes_beats.model import conditioning
 from bayes_beats.model.codec import SpectrogramCodec
 from bayes_beats.model.denoiser import build_tiny_denoiser
@@ -180,7 +179,15 @@ def test_tempo_augmentation_moves_the_clicks_and_the_beat_grid_together():
     """A stretched crop is the same music at another tempo: its clicks sit on the beats its new bpm and
     origin say, the new tempo is where it was drawn, and the rest of the batch is what it would have been."""
     clips, frame_rate = PulseClips([64.0, 90.0, 120.0, 140.0] * 4), 43.0
-    off = FinetuneParams(batch_size=16, crop_seconds=6.0)
+    off = params_with(
+        finetune={
+            "batch_size": 16,
+            "crop_seconds": 6.0,
+            "tempo_augment": 0.0,
+            "sketch_dropout": 0.0,
+            "text_dropout": 0.0,
+        }
+    ).finetune
     on = off.model_copy(update={"tempo_augment": 1.0})
     plain, stretched = (make_batch(clips, p, 5, 0, frame_rate, (0,), False) for p in (off, on))
     for key in ("noise", "t"):

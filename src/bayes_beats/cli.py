@@ -26,14 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network at run time unless a flag says so
-
     from bayes_beats.core.config import load_params
+
+    params = load_params(args.params)
+    # model.allow_download is the one switch to a model hub: set before anything imports huggingface_hub
+    # (it reads the variable once), and over the Makefile's and the images' HF_HUB_OFFLINE=1
+    os.environ["HF_HUB_OFFLINE"] = "0" if params.model.allow_download else "1"
+
     from bayes_beats.core.tracking import TrackingError
     from bayes_beats.data.jamendo import DataError
     from bayes_beats.monitor import MonitorAlert
 
-    params = load_params(args.params)
     module = importlib.import_module(f"bayes_beats.{args.stage}")
     try:
         module.run(params)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from bayes_beats.core.config import FeaturesParams, load_params
 from bayes_beats.music.theory import prompt_words
 
 log = logging.getLogger(__name__)
@@ -117,12 +118,42 @@ class Generation:
     arousal: float | None = None
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    @classmethod
+    def of(cls, endpoint: str, request: Any, rendered: Any, latency_s: float, vibe: Any = None) -> Generation:
+        """From the API's RenderRequest, the renderer's Rendered and the image's Vibe (api.schemas, imagevibe)."""
+        import base64
+
+        return cls(
+            endpoint=endpoint,
+            model_version=rendered.model_version,
+            prompt=request.prompt,
+            duration_s=request.duration_s,
+            num_variations=request.num_variations,
+            temperature=request.temperature,
+            latency_s=latency_s,
+            wav=base64.b64decode(rendered.wavs[0]),
+            planned_bpm=rendered.bpm[0],
+            planned_keyscale=rendered.keyscale[0],
+            valence=vibe.valence if vibe else None,
+            arousal=vibe.arousal if vibe else None,
+        )
+
 
 class RequestLog:
-    def __init__(self, location: str, clap_dir: str | None = None, max_queue: int = 256, timeout_s: float = 5.0):
+    def __init__(
+        self,
+        location: str,
+        clap_dir: str | None = None,
+        max_queue: int = 256,
+        timeout_s: float = 5.0,
+        features: FeaturesParams | None = None,
+    ):
         self.url = database_url(location)
         self.clap_dir = clap_dir or None
         self.timeout_s = timeout_s
+        # how the audio is measured: the features stage's settings, which a Bento records (`package`); without
+        # them (the service from source, `traffic`, tests) the workspace's params.yaml, read on first use
+        self.features = features
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self._rows = rows_counter()
         self._queue: queue.Queue[Generation | None] = queue.Queue(max_queue)
@@ -174,12 +205,13 @@ class RequestLog:
     def measure(self, g: Generation) -> dict:
         import soundfile as sf
 
-        from bayes_beats.core.config import FeaturesParams
         from bayes_beats.music.analysis import extract
 
         audio, sr = sf.read(io.BytesIO(g.wav), dtype="float32", always_2d=True)
         mono = audio.mean(axis=1)
-        feats = extract(mono, sr, FeaturesParams()) if np.any(mono) else {}
+        if self.features is None:
+            self.features = load_params().features
+        feats = extract(mono, sr, self.features) if np.any(mono) else {}
         clap = None
         if self.clap_dir:
             from bayes_beats.model.scoring import clap_scores

@@ -4,7 +4,7 @@ Kept out of serving/service.py so that file stays a thin BentoML wrapper and thi
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -179,3 +179,40 @@ def variations_json(rendered: Rendered, ids: list[str], listener: str | None = N
         **extra,
     }
     return answer | ({"listener": listener} if listener else {})
+
+
+def render_batch(generator: Any, requests: Sequence[RenderJob | RenderRequest], version: str) -> list[Rendered]:
+    """The renderer's batch: requests that share duration/variations/temperature/bpm/key/energy/taste go
+    through `generator` (a bayes_beats.model.generate.Generator) as one call, whatever their prompts and seeds."""
+    out: list[Rendered | None] = [None] * len(requests)
+    groups: dict[tuple, list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(request.group_key(), []).append(i)
+    sr = generator.sample_rate
+    for indices in groups.values():
+        first = requests[indices[0]]
+        taste = getattr(first, "taste", None)  # (a plain RenderRequest in-process: anonymous)
+        audio, plans = generator.generate_with_plans(  # plans returned, not read from shared state
+            [requests[i].prompt for i in indices],
+            first.duration_s,
+            [requests[i].seed for i in indices],
+            num_variations=first.num_variations,
+            temperature=first.temperature,
+            bpm=first.bpm,
+            keyscale=first.keyscale,
+            energy=first.energy,
+            **({"taste": taste} if taste is not None else {}),
+        )
+        for row, i in enumerate(indices):
+            mine = plans[row * first.num_variations : (row + 1) * first.num_variations]
+            out[i] = Rendered(
+                sample_rate=sr,
+                wavs=[encode_wav(a, sr) for a in audio[row]],
+                bpm=[round(p["bpm"], 1) for p in mine],
+                keyscale=[p["keyscale"] for p in mine],
+                energy=[round(p["energy"], 3) for p in mine],
+                model_version=version,
+                features=[p.get("features") for p in mine],
+                plan=mine[0].get("plan"),
+            )
+    return [r for r in out if r is not None]

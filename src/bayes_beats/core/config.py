@@ -1,7 +1,10 @@
 """Typed view of params.yaml: parsed once, one frozen pydantic model per section.
 
-`extra="forbid"` turns a typo in params.yaml into an error naming the key instead of a silent default.
-Stage code receives its typed section; nothing deeper reads the YAML.
+params.yaml is the only place a value lives: every field here is required (a key missing from the file is
+an error naming it, never a silent default that could drift from the file), and `extra="forbid"` turns a
+typo into an error naming the key. The models hold the types and the valid ranges. Stage code receives
+its typed section; nothing deeper reads the YAML. Code that needs a variant (tests, benchmarks) starts
+from the file: `load_params().with_overrides(sample={"n_tracks": 5})`.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ class Section(BaseModel):
 
 
 class DataParams(Section):
-    source: Literal["synth", "jamendo", "gcs"] = "synth"
+    source: Literal["synth", "jamendo", "gcs"]
     # synth: where `corpus` writes; jamendo: a local MTG-Jamendo directory; gcs: gs://bucket/prefix
-    path: str = "data/raw"
-    tsv: str = "autotagging_moodtheme.tsv"
-    cache_dir: str = "data/cache"  # gcs downloads land here, keyed by object path
-    gcs_retry_deadline_s: float = Field(120.0, gt=0)  # transient 5xx/timeouts retried with backoff until then
-    gcs_timeout_s: float = Field(60.0, gt=0)
+    path: str
+    tsv: str
+    cache_dir: str  # gcs downloads land here, keyed by object path
+    gcs_retry_deadline_s: float = Field(gt=0)  # transient 5xx/timeouts retried with backoff until then
+    gcs_timeout_s: float = Field(gt=0)
 
     @model_validator(mode="after")
     def _path_matches_source(self) -> DataParams:
@@ -37,84 +40,82 @@ class DataParams(Section):
 
 
 class CorpusParams(Section):
-    n_tracks: int = Field(640, ge=1)
-    track_seconds: float = Field(16.0, ge=2, le=600)
-    sample_rate: int = Field(22050, ge=8000, le=96000)
-    format: Literal["wav", "flac", "mp3", "ogg"] = "flac"
-    seed: int = 7
-    workers: int = Field(2, ge=1)
+    n_tracks: int = Field(ge=1)
+    track_seconds: float = Field(ge=2, le=600)
+    sample_rate: int = Field(ge=8000, le=96000)
+    format: Literal["wav", "flac", "mp3", "ogg"]
+    seed: int
+    workers: int = Field(ge=1)
 
 
 class SampleParams(Section):
-    n_tracks: int = Field(480, ge=1)
-    clips_per_track: int = Field(2, ge=1)
-    clip_seconds: float = Field(10.0, gt=0, le=120)
-    sample_rate: int = Field(22050, ge=8000, le=96000)
-    target_lufs: float = Field(-18.0, ge=-60, le=0)
-    peak_dbfs: float = Field(-1.0, ge=-20, le=0)
-    silence_lufs: float = -60.0  # crops quieter than this carry no music: skipped as "silent"
-    tags: list[str] = []  # keep only tracks with at least one of these tags; empty keeps all
-    max_track_seconds: float = Field(1200.0, gt=0)
-    seed: int = 42
+    n_tracks: int = Field(ge=1)
+    clips_per_track: int = Field(ge=1)
+    clip_seconds: float = Field(gt=0, le=120)
+    sample_rate: int = Field(ge=8000, le=96000)
+    target_lufs: float = Field(ge=-60, le=0)
+    peak_dbfs: float = Field(ge=-20, le=0)
+    silence_lufs: float  # crops quieter than this carry no music: skipped as "silent"
+    tags: list[str]  # keep only tracks with at least one of these tags; empty keeps all
+    max_track_seconds: float = Field(gt=0)
+    seed: int
 
 
 class FeaturesParams(Section):
-    workers: int = Field(2, ge=1)
-    hop_length: int = Field(512, ge=64)
-    n_mfcc: int = Field(13, ge=1, le=40)
-    chroma_n_fft: int = Field(4096, ge=512)  # 5.4 Hz bins at 22.05 kHz: semitones resolved down to ~90 Hz
+    workers: int = Field(ge=1)
+    hop_length: int = Field(ge=64)
+    n_mfcc: int = Field(ge=1, le=40)
+    chroma_n_fft: int = Field(ge=512)  # 5.4 Hz bins at 22.05 kHz: semitones resolved down to ~90 Hz
 
 
 class LabelsParams(Section):
     # arousal/valence above +threshold or below -threshold get a vibe word; in between is "neutral"
-    vibe_threshold: float = Field(0.2, ge=0, le=1)
-    bright_centroid_hz: float = 2200.0
-    dark_centroid_hz: float = 1200.0
-    busy_onsets_per_s: float = 4.0
-    sparse_onsets_per_s: float = 2.0
+    vibe_threshold: float = Field(ge=0, le=1)
+    bright_centroid_hz: float
+    dark_centroid_hz: float
+    busy_onsets_per_s: float
+    sparse_onsets_per_s: float
 
 
 class DatasetParams(Section):
-    validation_fraction: float = Field(0.1, ge=0, lt=0.5)
-    test_fraction: float = Field(0.1, ge=0, lt=0.5)
-    seed: int = 42
+    validation_fraction: float = Field(ge=0, lt=0.5)
+    test_fraction: float = Field(ge=0, lt=0.5)
+    seed: int
 
 
 class DataQualityParams(Section):
-    columns: list[str] = ["bpm", "loudness_lufs", "rms_db", "centroid_hz", "onset_rate", "mode_confidence"]
+    columns: list[str]
 
 
 class CodecParams(Section):
-    n_bands: int = Field(96, ge=16, le=256)  # ≈ 1 semitone a band between fmin and fmax
-    fmin: float = Field(50.0, gt=0)
-    fmax: float = Field(11025.0, gt=0)
-    n_fft: int = Field(2048, ge=256)
-    griffin_lim_iters: int = Field(32, ge=1, le=256)
-    stats_clips: int = Field(200, ge=1)  # training clips used for the per-band normalisation statistics
-    eval_clips: int = Field(48, ge=1)  # validation clips for the round-trip report
+    n_bands: int = Field(ge=16, le=256)  # ≈ 1 semitone a band between fmin and fmax
+    fmin: float = Field(gt=0)
+    fmax: float = Field(gt=0)
+    n_fft: int = Field(ge=256)
+    griffin_lim_iters: int = Field(ge=1, le=256)
+    stats_clips: int = Field(ge=1)  # training clips used for the per-band normalisation statistics
+    eval_clips: int = Field(ge=1)  # validation clips for the round-trip report
 
 
 class ModelParams(Section):
-    profile: Literal["tiny", "acestep15"] = "tiny"
-    checkpoint_dir: str = ""  # acestep15: a local AceStepPipeline directory in diffusers format (or gs://)
-    allow_download: bool = False  # the only switch that lets code reach a model hub
-    device: str = "auto"  # auto = cuda when present
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
-    cpu_offload: bool = False
-    hidden_size: int = Field(256, ge=32)  # tiny DiT and condition encoder
-    num_layers: int = Field(4, ge=1)
-    head_dim: int = Field(64, ge=8)
-    num_inference_steps: int = Field(8, ge=1, le=200)
-    shift: float = Field(3.0, gt=0)
+    profile: Literal["tiny", "acestep15"]
+    checkpoint_dir: str  # acestep15: a local AceStepPipeline directory in diffusers format (or gs://)
+    allow_download: bool  # the only switch that lets a stage reach a model hub (cli.py sets HF_HUB_OFFLINE)
+    cpu_offload: bool
+    hidden_size: int = Field(ge=32)  # tiny DiT and condition encoder
+    num_layers: int = Field(ge=1)
+    head_dim: int = Field(ge=8)
+    num_inference_steps: int = Field(ge=1, le=200)
+    shift: float = Field(gt=0)
     # what the generator accepts (Generator._validate; the API's own limits are api/schemas.py's, within these)
-    min_seconds: float = Field(1.0, gt=0)
-    max_seconds: float = Field(30.0, gt=0)
-    max_prompt_chars: int = Field(500, ge=1)
-    max_variations: int = Field(16, ge=1)  # per prompt, all in one pipeline batch
-    max_temperature: float = Field(5.0, ge=0)
-    min_bpm: float = Field(30.0, gt=0)
-    max_bpm: float = Field(300.0, gt=0)
-    seed: int = 0
+    min_seconds: float = Field(gt=0)
+    max_seconds: float = Field(gt=0)
+    max_prompt_chars: int = Field(ge=1)
+    max_variations: int = Field(ge=1)  # per prompt, all in one pipeline batch
+    max_temperature: float = Field(ge=0)
+    min_bpm: float = Field(gt=0)
+    max_bpm: float = Field(gt=0)
+    seed: int
 
     @model_validator(mode="after")
     def _ranges(self) -> ModelParams:
@@ -125,35 +126,35 @@ class ModelParams(Section):
 
 
 class EncodeParams(Section):
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(ge=1)
 
 
 class TrainParams(Section):
-    steps: int = Field(600, ge=1)
-    batch_size: int = Field(16, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "cosine"
-    lr_warmup_steps: int = Field(50, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    crop_seconds: float = Field(6.0, gt=0)
-    logit_mean: float = 0.0  # logit-normal timestep sampling (SD3)
-    logit_std: float = Field(1.0, gt=0)
-    checkpointing_steps: int = Field(100, ge=1)
-    checkpoints_total_limit: int = Field(2, ge=1)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    gradient_checkpointing: bool = False
-    log_every: int = Field(10, ge=1)
-    seed: int = 0
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    gradient_accumulation_steps: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "linear"]
+    lr_warmup_steps: int = Field(ge=0)
+    weight_decay: float = Field(ge=0)
+    crop_seconds: float = Field(gt=0)
+    logit_mean: float  # logit-normal timestep sampling (SD3)
+    logit_std: float = Field(gt=0)
+    checkpointing_steps: int = Field(ge=1)
+    checkpoints_total_limit: int = Field(ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"]
+    gradient_checkpointing: bool
+    log_every: int = Field(ge=1)
+    seed: int
     # condition dropout: the whole sketch zeroed (what sketch guidance contrasts against) / the text replaced
     # by the condition encoder's null embedding, each per item with this probability
-    sketch_dropout: float = Field(0.0, ge=0, lt=1)
-    text_dropout: float = Field(0.0, ge=0, lt=1)
+    sketch_dropout: float = Field(ge=0, lt=1)
+    text_dropout: float = Field(ge=0, lt=1)
     # tempo augmentation: this share of items is time-stretched (latent frames resampled, pitch kept) to a
     # tempo drawn log-uniformly over tempo_augment_bpm, by a factor within 1/max_stretch..max_stretch
-    tempo_augment: float = Field(0.0, ge=0, le=1)
-    tempo_augment_bpm: tuple[float, float] = (60.0, 150.0)
-    max_stretch: float = Field(1.35, ge=1)
+    tempo_augment: float = Field(ge=0, le=1)
+    tempo_augment_bpm: tuple[float, float]
+    max_stretch: float = Field(ge=1)
 
 
 class PretrainParams(TrainParams):
@@ -161,19 +162,19 @@ class PretrainParams(TrainParams):
 
 
 class FinetuneParams(TrainParams):
-    lora_rank: int = Field(16, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = ["to_q", "to_k", "to_v", "to_out.0"]
-    kl_weight: float = Field(0.01, ge=0)
-    prior_std: float = Field(0.5, gt=0)
+    lora_rank: int = Field(ge=1)
+    lora_alpha: int = Field(ge=1)
+    lora_dropout: float = Field(ge=0, lt=1)
+    target_modules: list[str]
+    kl_weight: float = Field(ge=0)
+    prior_std: float = Field(gt=0)
     # inference: v = v(no sketch) + g * (v(sketch) - v(no sketch)); 1 = off. Recorded in the model card
-    sketch_guidance: float = Field(1.0, ge=1)
+    sketch_guidance: float = Field(ge=1)
     # inference: + h * (v(sketch) − v(sketch at double time)) while t > beat_guidance_above_t, on items
     # planned below beat_guidance_below_bpm (where double time is what a listener would hear); 0 = off
-    beat_guidance: float = Field(0.0, ge=0)
-    beat_guidance_above_t: float = Field(0.8, ge=0, lt=1)
-    beat_guidance_below_bpm: float = Field(300.0, gt=0)
+    beat_guidance: float = Field(ge=0)
+    beat_guidance_above_t: float = Field(ge=0, lt=1)
+    beat_guidance_below_bpm: float = Field(gt=0)
 
     def guidance(self) -> dict:
         """What the model card records for inference (`Generator.guidance_for` turns it into the DiT's keys)."""
@@ -183,37 +184,37 @@ class FinetuneParams(TrainParams):
 
 
 class ClapParams(Section):
-    embed_dim: int = Field(256, ge=16)
-    steps: int = Field(400, ge=1)
-    batch_size: int = Field(64, ge=2)
-    learning_rate: float = Field(1e-3, gt=0)
-    crop_seconds: float = Field(5.0, gt=0)
-    seed: int = 0
+    embed_dim: int = Field(ge=16)
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=2)
+    learning_rate: float = Field(gt=0)
+    crop_seconds: float = Field(gt=0)
+    seed: int
 
 
 class EvaluateParams(Section):
-    backend: Literal["local", "laion"] = "local"  # local = the `clap` stage's model, reported as clap_local
-    clap_checkpoint: str = ""  # laion: path to a laion-clap checkpoint (.pt)
-    laion_audio_model: Literal["HTSAT-tiny", "HTSAT-base"] = "HTSAT-tiny"
-    laion_text_model: Literal["roberta", "transformer"] = "roberta"  # released checkpoints use roberta
-    validation_prompts: int = Field(24, ge=0)
-    seconds: float = Field(10.0, gt=0)
-    seed: int = 0
-    num_variations: int = Field(4, ge=2)
-    temperature: float = Field(0.6, gt=0)  # the takes' (model/plans.py DEFAULT_TEMPERATURE)
-    diversity_prompts: int = Field(6, ge=1)
+    backend: Literal["local", "laion"]  # local = the `clap` stage's model, reported as clap_local
+    clap_checkpoint: str  # laion: path to a laion-clap checkpoint (.pt)
+    laion_audio_model: Literal["HTSAT-tiny", "HTSAT-base"]
+    laion_text_model: Literal["roberta", "transformer"]  # released checkpoints use roberta
+    validation_prompts: int = Field(ge=0)
+    seconds: float = Field(gt=0)
+    seed: int
+    num_variations: int = Field(ge=2)
+    temperature: float = Field(gt=0)  # the takes' (model/plans.py DEFAULT_TEMPERATURE)
+    diversity_prompts: int = Field(ge=1)
 
 
 class RegisterParams(Section):
-    metric: str = "clap_local"  # from metrics/eval.json's finetuned section; higher is better
-    min_delta: float = Field(0.0, ge=0)
-    floors: dict[str, float] = {}  # metric: lowest acceptable value, all must hold
-    goals: dict[str, float] = {}  # metric: the value the product asks for; more goals met beats a better metric
+    metric: str  # from metrics/eval.json's finetuned section; higher is better
+    min_delta: float = Field(ge=0)
+    floors: dict[str, float]  # metric: lowest acceptable value, all must hold
+    goals: dict[str, float]  # metric: the value the product asks for; more goals met beats a better metric
 
 
 class PackageParams(Section):
-    alias: str = "champion"  # the registry alias that gets packaged
-    bento_model: str = "bayes-beats"  # name in the BentoML model store; the Bento pins the exact tag imported
+    alias: str  # the registry alias that gets packaged
+    bento_model: str  # name in the BentoML model store; the Bento pins the exact tag imported
 
 
 class TrafficParams(Section):
@@ -224,15 +225,15 @@ class TrafficParams(Section):
 
 
 class MonitorParams(Section):
-    requests: str = "data/traffic/requests.csv"  # the request log: SQLite path, SQLAlchemy URL or CSV export
-    fail_on_drift: bool = False  # a failed test exits 1 (the CronJob's alert); otherwise reported, exit 0
-    window_hours: float = Field(0.0, ge=0)  # only the last N hours of the log; 0 = all of it
-    min_requests: int = Field(20, ge=1)
-    max_drifted_share: float = Field(0.5, gt=0, le=1)  # of the prompt + audio columns
-    clap_floor: float = 0.05  # mean clap_local of the answers
-    max_latency_p95_s: float = Field(15.0, gt=0)
-    max_oov_pct: float = Field(40.0, ge=0, le=100)  # mean share of prompt words never seen in training captions
-    min_like_rate_ratio: float = Field(0.5, ge=0, le=1)  # last day's share of up votes / the 7 days' before
+    requests: str  # the request log: SQLite path, SQLAlchemy URL or CSV export
+    fail_on_drift: bool  # a failed test exits 1 (the CronJob's alert); otherwise reported, exit 0
+    window_hours: float = Field(ge=0)  # only the last N hours of the log; 0 = all of it
+    min_requests: int = Field(ge=1)
+    max_drifted_share: float = Field(gt=0, le=1)  # of the prompt + audio columns
+    clap_floor: float  # mean clap_local of the answers
+    max_latency_p95_s: float = Field(gt=0)
+    max_oov_pct: float = Field(ge=0, le=100)  # mean share of prompt words never seen in training captions
+    min_like_rate_ratio: float = Field(ge=0, le=1)  # last day's share of up votes / the 7 days' before
 
 
 # `register` is the stage's name; pydantic warns that it shadows ABCMeta.register, which no caller uses
@@ -240,24 +241,31 @@ warnings.filterwarnings("ignore", message='Field name "register" in "Params" sha
 
 
 class Params(Section):
-    data: DataParams = DataParams()
-    corpus: CorpusParams = CorpusParams()
-    sample: SampleParams = SampleParams()
-    features: FeaturesParams = FeaturesParams()
-    labels: LabelsParams = LabelsParams()
-    dataset: DatasetParams = DatasetParams()
-    data_quality: DataQualityParams = DataQualityParams()
-    codec: CodecParams = CodecParams()
-    model: ModelParams = ModelParams()
-    encode: EncodeParams = EncodeParams()
-    pretrain: PretrainParams = PretrainParams()
-    finetune: FinetuneParams = FinetuneParams()
-    clap: ClapParams = ClapParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    register: RegisterParams = RegisterParams()
-    package: PackageParams = PackageParams()
-    traffic: TrafficParams = TrafficParams(requests=120, reference_share=0.5, seconds=10.0, seed=0)
-    monitor: MonitorParams = MonitorParams()
+    data: DataParams
+    corpus: CorpusParams
+    sample: SampleParams
+    features: FeaturesParams
+    labels: LabelsParams
+    dataset: DatasetParams
+    data_quality: DataQualityParams
+    codec: CodecParams
+    model: ModelParams
+    encode: EncodeParams
+    pretrain: PretrainParams
+    finetune: FinetuneParams
+    clap: ClapParams
+    evaluate: EvaluateParams
+    register: RegisterParams = Field()  # bare, it would take ABCMeta.register as its default
+    package: PackageParams
+    traffic: TrafficParams
+    monitor: MonitorParams
+
+    def with_overrides(self, **sections: dict) -> Params:
+        """A copy with some keys of some sections replaced, validated again: with_overrides(sample={"n_tracks": 5})."""
+        raw = self.model_dump()
+        for name, values in sections.items():
+            raw[name] = {**raw[name], **values}
+        return Params.model_validate(raw)
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
