@@ -11,7 +11,7 @@ import pyloudnorm
 from bayes_beats.core.config import FeaturesParams
 from bayes_beats.music.theory import PITCH_CLASSES
 
-# Temperley's (1999) Kostka–Payne key profiles, tonic first. On the synth corpus they gave mode 98.7 %
+# Temperley's (1999) revised key profiles, tonic first. On the synth corpus they gave mode 98.7 %
 # against 82 % for Krumhansl–Kessler (150 clips, chroma_stft), which confuses minor with its relative major.
 MAJOR_PROFILE = np.array([5.0, 2.0, 3.5, 2.0, 4.5, 4.0, 2.0, 4.5, 2.0, 3.5, 1.5, 4.0])
 
