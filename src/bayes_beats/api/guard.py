@@ -1,19 +1,18 @@
-"""ASGI request guard: the service's front door, in front of all of BentoML's own middleware.
+"""ASGI request guard: the service's front door.
 
-Answers before BentoML sees the request: 400 for a path with control characters, 401 without the API key
-(BAYES_BEATS_API_KEY), 404 for a path that matches no route, 400 for a GET with a body, 413 for a body over the cap, 408 for a body that trickles in
-(slow clients hold a connection, never one of the service's concurrency slots: the body is read before the
-request reaches BentoML's concurrency limit), 503 when too many bodies are buffered at once, 400 for a
-malformed form and for a form whose `image` is not a real file upload (BentoML downloads a URL given there:
-server-side request forgery) or whose file sits under another name. A client that leaves mid-body ends its
-request at once. Everything else goes on with its body replayed.
+Answers before the endpoints see the request: 400 for a path with control characters, 401 without the API
+key (BAYES_BEATS_API_KEY), 404 for a path that matches no route, 400 for a GET with a body, 413 for a body
+over the cap, 408 for a body that trickles in, 503 when too many bodies are buffered at once, 429 past the
+concurrency limit, 400 for a malformed form and for a form whose `image` is not a real file upload
+(BentoML downloads a URL given there: server-side request forgery) or whose file sits under another name.
+A client that leaves mid-body ends its request at once. Everything else goes on with its body replayed.
 
 It sits where BentoML puts a service's middleware (`Service.add_asgi_middleware`): inside BentoML's
-timeout and access log. Two of BentoML's own layers would sit outside it, so the service turns them off
-(service config) and the guard does their job after its checks: the concurrency limit (429; a body is read
-first, so slow clients never hold one of the slots) and the request metrics, labelled by route template
-("/catalog/{entry_id}/image"), never by a path a client invents (/metrics stays bounded). And a 4xx is one
-log line, not an ERROR with a traceback."""
+timeout and access log (BentoML's order by design: bentoml/BentoML#4761). Two of BentoML's own layers
+would sit outside it, so the service turns them off (service config) and the guard does their job after
+its checks: the concurrency limit (429; a body is read first, so slow clients never hold one of the
+slots) and the request metrics, labelled by route template ("/catalog/{entry_id}/image"), never by a
+path a client invents (/metrics stays bounded). And a 4xx is one log line, not an ERROR with a traceback."""
 
 from __future__ import annotations
 
