@@ -27,7 +27,7 @@ from functools import cache
 
 from bayes_beats.api.imagevibe import MAX_BYTES as MAX_IMAGE_BYTES
 
-PUBLIC_PATHS = {"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/schema.json"}
+PUBLIC_PATHS = {"/", "/limits", "/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/schema.json"}
 
 PUBLIC_PREFIXES = ("/static/", "/catalog", "/assets/", "/static_content/")
 
