@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 from conftest import BIN, params_with
 
 from bayes_beats import sample
@@ -118,9 +119,10 @@ def test_a_source_with_nothing_usable_stops_with_one_clear_error(tmp_path, workd
     root = tmp_path / "empty_jamendo"
     root.mkdir()
     (root / "autotagging_moodtheme.tsv").write_bytes(HEADER + b"\r\n" + row(1, b"01/missing.mp3") + b"\r\n")
+    params = params_with(data={"source": "jamendo", "path": str(root)})
     with pytest.raises(DataError, match="no usable tracks"):
-        sample.run(params_with(data={"source": "jamendo", "path": str(root)}))
-    (workdir / "params.yaml").write_text(f"data:\n  source: jamendo\n  path: {root}\n")
+        sample.run(params)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
     cli = subprocess.run([str(BIN / "bayes-beats"), "sample"], capture_output=True, text=True)
     assert cli.returncode == 2
     assert "no usable tracks" in cli.stderr and "missing_file: 1" in cli.stderr
