@@ -212,6 +212,19 @@ def test_request_limits_are_declared_once_and_sit_within_the_generators():
             generator._validate(*args)
 
 
+def test_the_page_takes_its_limits_from_the_service(service):
+    from bayes_beats.api.imagevibe import MAX_BYTES
+    from bayes_beats.api.schemas import LISTENER_PATTERN, PROMPT_MAX_CHARS
+
+    limits = httpx.get(f"{service}/limits").json()
+    fields = limits["fields"]
+    assert limits["max_image_bytes"] == MAX_BYTES and fields["prompt"]["maxLength"] == PROMPT_MAX_CHARS
+    assert (fields["bpm"]["minimum"], fields["bpm"]["maximum"]) == (40, 220)
+    assert fields["listener"]["pattern"] == LISTENER_PATTERN and fields["duration_s"]["default"] == 10.0
+    page = (REPO / "serving" / "static" / "app.js").read_text()
+    assert "{8,64}" not in page and "220" not in page and "/limits" in page  # no copy of them in the page
+
+
 def test_openapi_shows_the_one_request_model(service):
     """POST /generate takes a RenderRequest as its JSON body: the same fields and bounds in the OpenAPI."""
     from bayes_beats.api.schemas import RenderRequest
