@@ -39,9 +39,11 @@ def prompt_pool() -> list[str]:
     """Held-out captions interleaved with scene captions and typed vibes: what people send."""
     test = datasets.load_from_disk(str(paths.DATASET))["test"]["prompt"]
     resources = files("bayes_beats").joinpath("resources")
-    free = [c["prompt"] for name in ("scene_captions.json", "vibe_prompts.json") for c in json.loads(
-        resources.joinpath(name).read_text()
-    )]
+    free = [
+        c["prompt"]
+        for name in ("scene_captions.json", "vibe_prompts.json")
+        for c in json.loads(resources.joinpath(name).read_text())
+    ]
     pool = [p for pair in zip(test, free * (len(test) // max(len(free), 1) + 1), strict=False) for p in pair]
     return pool + free[len(test) :]
 
@@ -55,7 +57,12 @@ def run(params: Params) -> None:
     prompts = [pool[i] for i in rng.choice(len(pool), tp.requests, replace=tp.requests > len(pool))]
     gen = load_generator(str(paths.FINETUNED))
     with tempfile.TemporaryDirectory() as tmp:
-        request_log = RequestLog(str(Path(tmp) / "requests.sqlite"), clap_dir=str(paths.CLAP), max_queue=tp.requests)
+        request_log = RequestLog(
+            str(Path(tmp) / "requests.sqlite"),
+            clap_dir=str(paths.CLAP),
+            max_queue=tp.requests,
+            features=params.features,
+        )
         for start in tqdm(range(0, len(prompts), BATCH), desc="traffic", unit="batch"):
             batch = prompts[start : start + BATCH]
             seeds = [tp.seed * 100_003 + start + i for i in range(len(batch))]
