@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import datasets
 import pytest
@@ -11,12 +12,13 @@ import torch
 from conftest import BIN, free_port, params_with, project_copy
 from safetensors.torch import load_file
 
+import bayes_beats
 from bayes_beats.model import conditioning
 from bayes_beats.model.codec import SpectrogramCodec
 from bayes_beats.model.denoiser import build_tiny_denoiser
 from bayes_beats.model.profiles import AudioEncoder
 from bayes_beats.model.text import load_text_encoder
-from bayes_beats.model.train import CachedClips, Denoiser, LiveClips, make_batch
+from bayes_beats.model.train import CachedClips, Denoiser, LiveClips, _code_fingerprint, make_batch
 
 LORA = "models/finetuned/lora/pytorch_lora_weights.safetensors"
 
@@ -207,3 +209,21 @@ def test_tempo_augmentation_moves_the_clicks_and_the_beat_grid_together():
         assert clicks[near].sum() > 0.95 * clicks.sum()  # every click is on a beat of the new grid
         heard = [clicks[max(0, int(f) - 1) : int(f) + 2].max() for f in on_beat if f < crop - 1]
         assert min(heard) > 0.3  # and every beat of the new grid has its click (sped up, it falls between frames)
+
+
+def test_checkpoints_belong_to_the_code_training_runs_and_no_other(tmp_path):
+    """Editing the service's code leaves training checkpoints alone; editing what the stage runs does not."""
+    import shutil
+
+    package = shutil.copytree(Path(bayes_beats.__file__).parent, tmp_path / "bayes_beats")
+    before = {stage: _code_fingerprint(stage, package) for stage in ("pretrain", "finetune")}
+
+    def edited(rel: str) -> dict[str, str]:
+        with (package / rel).open("a") as f:
+            f.write("\n# edited\n")
+        return {stage: _code_fingerprint(stage, package) for stage in ("pretrain", "finetune")}
+
+    assert edited("api/guard.py") == before
+    after = edited("finetune.py")
+    assert after["pretrain"] == before["pretrain"] and after["finetune"] != before["finetune"]
+    assert all(edited("model/sketch.py")[stage] != after[stage] for stage in after)

@@ -298,13 +298,13 @@ def train(
 
 # the package's code a training stage runs besides its own module: what dvc.yaml lists as its deps
 TRAINING_CODE = ("core", "model", "music")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-def _code_fingerprint(stage: str) -> str:
+def _code_fingerprint(stage: str, package: Path = PACKAGE_DIR) -> str:
     """A hash of the code a training stage runs (its module and TRAINING_CODE): a checkpoint resumes only
     the code that wrote it (dvc reruns a training stage when its code changed, and the last run's finished
     checkpoint must not stand in). Code training never runs (the service's) leaves checkpoints alone."""
-    package = Path(__file__).resolve().parents[1]
     sources = [package / f"{stage}.py"] + [p for part in TRAINING_CODE for p in (package / part).rglob("*.py")]
     digest = hashlib.sha256()
     for source in sorted(p for p in sources if p.is_file()):
