@@ -62,7 +62,7 @@ from bayes_beats.api.schemas import (
     request_limits,
     variations_json,
 )
-from bayes_beats.core.config import FeaturesParams
+from bayes_beats.core.config import FeaturesParams, load_params
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 
 HERE = Path(__file__).parent
@@ -81,6 +81,7 @@ CLAP_DIR = os.environ.get("BAYES_BEATS_CLAP_DIR")  # unset: the Bento's CLAP mod
 CLAP_TAG = getattr(BUILT_WITH, "clap_tag", "bayes-beats-clap:latest")
 # the features stage's settings, so the request log measures audio as the data was (from source: params.yaml)
 FEATURES = getattr(BUILT_WITH, "features", None)
+PARAMS = HERE.parent / "params.yaml"
 DRAIN_TIMEOUT_S = float(os.environ.get("BAYES_BEATS_DRAIN_TIMEOUT_S", "300"))  # renderer waits for the API
 CATALOG = load_catalog(os.environ.get("BAYES_BEATS_CATALOG", str(HERE / "catalog")))
 
@@ -206,7 +207,10 @@ class BayesBeats:
     def __init__(self) -> None:
         self._limits: dict | None = None
         clap_dir = CLAP_DIR if CLAP_DIR is not None else self.clap_model.path
+        # from source: the workspace's params.yaml (`bentoml serve` runs in serving/)
         features = FeaturesParams.model_validate_json(FEATURES) if FEATURES else None
+        if features is None and PARAMS.is_file():
+            features = load_params(PARAMS).features
         self.request_log = RequestLog(REQUEST_LOG, clap_dir, features=features) if REQUEST_LOG != "off" else None
         LISTENERS.start()  # the generation-id key, read once here: a generation never waits on the database
 
