@@ -33,16 +33,14 @@ import aiohttp
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from bentoml.validators import ContentType
-from fastapi import FastAPI
-from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import JSONResponse, Response
 
 from bayes_beats.api import drain
 from bayes_beats.api.catalog import load_catalog
-from bayes_beats.api.guard import GuardMiddleware, metrics_exposition
-from bayes_beats.api.imagevibe import MAX_BYTES as MAX_IMAGE_BYTES
+from bayes_beats.api.guard import GuardMiddleware
 from bayes_beats.api.imagevibe import ImageError, Vibe, vibe_of_file
-from bayes_beats.api.listeners import Listeners, ListenerStore, listener_routes
+from bayes_beats.api.listeners import Listeners, ListenerStore
+from bayes_beats.api.page import page_app
 from bayes_beats.api.requestlog import Generation, RequestLog
 from bayes_beats.api.schemas import (
     PROMPT_MAX_CHARS,
@@ -59,7 +57,6 @@ from bayes_beats.api.schemas import (
     Seed,
     Temperature,
     render_batch,
-    request_limits,
     variations_json,
 )
 from bayes_beats.core.config import FeaturesParams, load_params
@@ -87,45 +84,7 @@ CATALOG = load_catalog(os.environ.get("BAYES_BEATS_CATALOG", str(HERE / "catalog
 
 LISTENERS = Listeners(ListenerStore(REQUEST_LOG) if REQUEST_LOG != "off" else None)
 
-page = FastAPI(title="Bayes' Beats page and catalog", openapi_url=None, docs_url=None, redoc_url=None)
-page.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-listener_routes(page, LISTENERS)  # POST /feedback, GET and DELETE /listener/{listener}
-
-
-@page.get("/")
-def index() -> FileResponse:
-    return FileResponse(HERE / "static" / "index.html")
-
-
-@page.get("/limits")
-def limits() -> JSONResponse:
-    """The request fields' bounds and the image cap: what the page's controls allow (one source: schemas)."""
-    return JSONResponse({"fields": request_limits(), "max_image_bytes": MAX_IMAGE_BYTES})
-
-
-@page.get("/metrics")
-def metrics() -> Response:
-    """Every worker's Prometheus metrics (the API's by route: bayes_beats.api.guard)."""
-    body, media_type = metrics_exposition()
-    return Response(body, media_type=media_type)
-
-
-@page.get("/catalog")
-def catalog_listing() -> JSONResponse:
-    return JSONResponse({"images": CATALOG.listing()})
-
-
-@page.get("/catalog/random")
-def catalog_random() -> JSONResponse:
-    return JSONResponse(CATALOG.random().summary())
-
-
-@page.get("/catalog/{entry_id}/image")
-def catalog_image(entry_id: str) -> Response:
-    entry = CATALOG.get(entry_id)  # a key into a table built at start-up, never a path
-    if entry is None:
-        return JSONResponse({"error": f"unknown catalog id {entry_id[:64]!r}"}, status_code=404)
-    return Response(entry.image, media_type=entry.media_type, headers={"Cache-Control": "max-age=3600"})
+page = page_app(HERE / "static", CATALOG, LISTENERS)  # the page, /limits, the catalog, votes, /metrics
 
 
 def _load_generator(bento_model):
