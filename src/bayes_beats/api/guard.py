@@ -11,7 +11,7 @@ It sits where BentoML puts a service's middleware (`Service.add_asgi_middleware`
 timeout and access log (BentoML's order by design: bentoml/BentoML#4761). Two of BentoML's own layers
 would sit outside it, so the service turns them off (service config) and the guard does their job after
 its checks: the concurrency limit (429; a body is read first, so slow clients never hold one of the
-slots) and the request metrics, labelled by route template ("/catalog/{entry_id}/image"), never by a
+slots) and the request metrics (bayes_beats.api.metrics), labelled by route template ("/catalog/{entry_id}/image"), never by a
 path a client invents (/metrics stays bounded). And a 4xx is one log line, not an ERROR with a traceback."""
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import hmac
 import json
 import logging
 import os
-import time
 import unicodedata
-from functools import cache
 
 from bayes_beats.api.imagevibe import MAX_BYTES as MAX_IMAGE_BYTES
+from bayes_beats.api.metrics import counted
 
 PUBLIC_PATHS = {"/", "/limits", "/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/schema.json"}
 
@@ -91,25 +90,7 @@ class GuardMiddleware:
             return await _answer(scope, send, 404, "not found")
         if route in UNCOUNTED:
             return await self._guarded(scope, receive, send, headers)
-        metrics, labels = _metrics(), {"endpoint": route, **_service_labels(self.service_name)}
-        status = 500
-        in_progress = metrics.in_progress.labels(**labels)
-        in_progress.inc()
-        started = time.perf_counter()
-
-        async def counted_send(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self._guarded(scope, receive, counted_send, headers)
-        finally:
-            in_progress.dec()
-            done = {**labels, "http_response_code": str(status)}
-            metrics.total.labels(**done).inc()
-            metrics.duration.labels(**done).observe(time.perf_counter() - started)
+        return await counted(route, self.service_name, send, lambda send: self._guarded(scope, receive, send, headers))
 
     async def _guarded(self, scope, receive, send, headers: dict[str, str]) -> None:
         """The body rules, then the concurrency limit, then the app with the body replayed."""
@@ -314,56 +295,3 @@ def _quiet_client_errors() -> None:
     http_app = logging.getLogger("bentoml._internal.server.http_app")
     if not any(isinstance(f, _ClientErrorFilter) for f in http_app.filters):
         http_app.addFilter(_ClientErrorFilter())
-
-
-# ---- request metrics, by route (the series BentoML's metrics middleware writes, which the API turns off)
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        # imported here: under `bentoml serve` prometheus_client must see PROMETHEUS_MULTIPROC_DIR (set for
-        # the workers); registry=None: written to the multiprocess files, which /metrics collects
-        from prometheus_client import Counter, Gauge, Histogram
-
-        labels = ["endpoint", "service_name", "service_version", "http_response_code", "runner_name"]
-        ns = "bentoml_service"
-        self.total = Counter("request_total", "Requests by route", labels, namespace=ns, registry=None)
-        self.duration = Histogram(
-            "request_duration_seconds", "Request duration by route", labels, namespace=ns, registry=None
-        )
-        self.in_progress = Gauge(
-            "request_in_progress",
-            "Requests in progress by route",
-            [n for n in labels if n != "http_response_code"],
-            namespace=ns,
-            registry=None,
-            multiprocess_mode="livesum",
-        )
-
-
-@cache
-def _metrics() -> _Metrics:
-    return _Metrics()
-
-
-@cache
-def _service_labels(service_name: str) -> dict[str, str]:
-    from bentoml import server_context
-
-    version = server_context.bento_version or "not available"
-    return {
-        "service_name": server_context.bento_name or service_name,
-        "service_version": version,
-        "runner_name": service_name,
-    }
-
-
-def metrics_exposition() -> tuple[bytes, str]:
-    """Every worker's metrics (the API's by route, the renderer's from BentoML), Prometheus text format."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
-
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    return generate_latest(registry), CONTENT_TYPE_LATEST

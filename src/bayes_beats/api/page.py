@@ -10,9 +10,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from bayes_beats.api.catalog import Catalog
-from bayes_beats.api.guard import metrics_exposition
 from bayes_beats.api.imagevibe import MAX_BYTES as MAX_IMAGE_BYTES
 from bayes_beats.api.listeners import Listeners, listener_routes
+from bayes_beats.api.metrics import exposition
 from bayes_beats.api.schemas import request_limits
 
 
@@ -32,8 +32,8 @@ def page_app(static: Path, catalog: Catalog, listeners: Listeners) -> FastAPI:
 
     @page.get("/metrics")
     def metrics() -> Response:
-        """Every worker's Prometheus metrics (the API's by route: bayes_beats.api.guard)."""
-        body, media_type = metrics_exposition()
+        """Every worker's Prometheus metrics (the API's by route: bayes_beats.api.metrics)."""
+        body, media_type = exposition()
         return Response(body, media_type=media_type)
 
     @page.get("/catalog")
