@@ -1,5 +1,8 @@
 """One training mode in its own process (for peak RSS): `python bench/train_probe.py cached|live STEPS`.
-Prints {samples_per_s, peak_rss_mb} as JSON on the last line."""
+Prints {samples_per_s, peak_rss_mb} as JSON on the last line.
+
+`live` is what the `encode` cache saves: the same batches, encoded on the fly with the frozen codec and
+text encoder resident (`LiveClips`; tests/test_train.py checks both give the same numbers)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,39 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+
+
+class LiveClips:
+    """The training examples `CachedClips` reads from the cache, encoded per step instead (what `make_batch`
+    takes from a clip source: n, frames, take)."""
+
+    def __init__(self, root: Path, codec, params) -> None:
+        """The training split of the dataset at `root`, encoded with `codec` and the tiny text encoder."""
+        import datasets
+
+        from bayes_beats.model.encoding import encode_rows, energy_percentile, energy_raw, pad_chords
+        from bayes_beats.model.profiles import AudioEncoder
+        from bayes_beats.model.text import load_text_encoder
+
+        split = datasets.load_from_disk(str(root))["train"]
+        audio_encoder, (text_encoder, tokenizer) = AudioEncoder(codec, params.sample.sample_rate), load_text_encoder()
+        # as `encode` ranks the training split's clips: float32 like its tensors, so ties fall the same way
+        reference = np.sort(energy_raw(split.to_list()).astype(np.float32))
+
+        def encode(rows: list[dict]) -> dict:
+            out = encode_rows(rows, root, audio_encoder, tokenizer, text_encoder, params)
+            energy = energy_percentile(out["energy_raw"].numpy(), reference)
+            return out | {"chords": pad_chords(out["chords"]), "energy": torch.from_numpy(energy).float()}
+
+        self.encode = encode
+        self.split = split
+        self.n = len(split)
+        self.frames = self.encode([split[0]])["latents"].shape[1]
+
+    def take(self, idx: torch.Tensor) -> dict:
+        return self.encode([self.split[int(i)] for i in idx])
 
 
 def peak_rss_mb() -> float:
@@ -19,31 +54,18 @@ def peak_rss_mb() -> float:
 
 
 def main(mode: str, steps: int) -> None:
-    import datasets
-
+    from bayes_beats.core import paths
     from bayes_beats.core.config import load_params
     from bayes_beats.model import conditioning
     from bayes_beats.model.codec import SpectrogramCodec
     from bayes_beats.model.denoiser import build_tiny_denoiser
-    from bayes_beats.model.profiles import AudioEncoder
-    from bayes_beats.model.text import load_text_encoder
-    from bayes_beats.model.train import CachedClips, Denoiser, LiveClips, make_batch
+    from bayes_beats.model.train import CachedClips, Denoiser, make_batch
 
     torch.set_num_threads(2)
     params = load_params()
-    codec = SpectrogramCodec.from_pretrained("models/codec")
-    if mode == "cached":
-        clips = CachedClips("data/encoded/train.safetensors")
-    else:  # the seed project's way: frozen codec and text encoder resident, everything encoded per step
-        text_encoder, tokenizer = load_text_encoder()
-        clips = LiveClips(
-            datasets.load_from_disk("data/dataset")["train"],
-            Path("data/dataset"),
-            AudioEncoder(codec, params.sample.sample_rate),
-            tokenizer,
-            text_encoder,
-            params,
-        )
+    codec = SpectrogramCodec.from_pretrained(paths.CODEC)
+    # live: frozen codec and text encoder resident, everything encoded per step
+    clips = CachedClips(paths.TRAIN_CACHE) if mode == "cached" else LiveClips(paths.DATASET, codec, params)
     frame_rate = conditioning.frame_rate(codec.config)
     denoiser = Denoiser(*build_tiny_denoiser(codec, params.model), frame_rate)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=1e-4)

@@ -54,6 +54,15 @@ def test_model_dir_is_self_contained_safetensors_and_json(tiny_project):
     assert card["caption_design"] and card["params"]["finetune"]["lora_rank"] == 4
 
 
+def test_a_base_runs_on_the_params_its_card_records(tiny_project, tmp_path, monkeypatch):
+    root, params = tiny_project
+    card = json.loads((root / "models/base/model_card.json").read_text())
+    assert card["params"]["model"] == params.model.model_dump()
+    assert not (root / "models/finetuned/base/model_card.json").exists()  # the fine-tune's card is its own
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the card is what the generator reads
+    assert load_generator(root / "models/base").params == params.model
+
+
 def test_base_saves_and_reloads_bit_identically(tiny_project, tmp_path):
     root, _ = tiny_project
     first = load_generator(root / "models/base").generate(["lo-fi piano"], 2.0, seed=3, output_type="latent")
@@ -216,6 +225,7 @@ def test_double_time_doubles_the_beat_phase():
 # ---- an untrained tiny model (constructors only, seconds to build): loading, saved layouts, concurrency
 
 MODEL = params_with(model={"hidden_size": 64, "num_layers": 1, "head_dim": 32, "num_inference_steps": 4}).model
+CODEC = params_with(codec={"n_bands": 32}).codec
 GUIDANCE = params_with(finetune={"sketch_guidance": 2.0, "beat_guidance": 0.0}).finetune
 CARD = {"params": {"model": MODEL.model_dump(), "finetune": GUIDANCE.model_dump()}}
 
@@ -224,7 +234,7 @@ CARD = {"params": {"model": MODEL.model_dump(), "finetune": GUIDANCE.model_dump(
 def untrained(tmp_path_factory):
     """base/ (a fresh `save_pretrained`) and finetuned/ (that base, random heads, guidance 2 in its card)."""
     root = tmp_path_factory.mktemp("untrained")
-    codec = SpectrogramCodec(n_bands=32)
+    codec = SpectrogramCodec(n_bands=CODEC.n_bands, griffin_lim_iters=CODEC.griffin_lim_iters)
     pipe = assemble(codec, *build_tiny_denoiser(codec, MODEL))
     pipe.save_pretrained(root / "base", safe_serialization=True)
     torch.manual_seed(0)
@@ -287,6 +297,23 @@ def test_a_model_saved_in_an_older_layout_still_loads(untrained, tmp_path, libra
     now = Generator(load_generator(root / "finetuned", device="cpu").pipe, gen.params)
     assert np.array_equal(gen.generate(["rain"], **kwargs)[0][0], now.generate(["rain"], **kwargs)[0][0])
     assert gen.last_plans == now.last_plans
+
+
+def test_a_card_with_retired_model_keys_still_loads(untrained, tmp_path):
+    """Cards of registered models carry model.device and model.dtype, which ModelParams (extra="forbid")
+    no longer has: the card's reader drops them, and the rest of the card is the model's params."""
+    root, _, _, _ = untrained
+    older = tmp_path / "older"
+    shutil.copytree(root / "finetuned", older)
+    card = copy.deepcopy(CARD)
+    card["params"]["model"] |= {"device": "auto", "dtype": "auto"}
+    (older / "model_card.json").write_text(json.dumps(card))
+    gen = load_generator(older, device="cpu")
+    assert gen.params == MODEL and gen.guidance["sketch_guidance"] == 2.0
+    card["params"]["model"]["devices"] = "auto"  # any other unknown key is still an error naming it
+    (older / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="devices"):
+        load_generator(older, device="cpu")
 
 
 def test_concurrent_calls_on_one_pipeline_render_their_own_plans(untrained):

@@ -6,19 +6,17 @@ import subprocess
 import time
 from pathlib import Path
 
-import datasets
 import pytest
 import torch
 from conftest import BIN, free_port, params_with, project_copy
 from safetensors.torch import load_file
+from test_taste import bench_module
 
 import bayes_beats
 from bayes_beats.model import conditioning
 from bayes_beats.model.codec import SpectrogramCodec
 from bayes_beats.model.denoiser import build_tiny_denoiser
-from bayes_beats.model.profiles import AudioEncoder
-from bayes_beats.model.text import load_text_encoder
-from bayes_beats.model.train import CachedClips, Denoiser, LiveClips, _code_fingerprint, make_batch
+from bayes_beats.model.train import CachedClips, Denoiser, _code_fingerprint, make_batch
 
 LORA = "models/finetuned/lora/pytorch_lora_weights.safetensors"
 
@@ -85,15 +83,8 @@ def test_cached_training_batches_match_on_the_fly_encoding(tiny_project, monkeyp
     monkeypatch.chdir(root)
     cached = CachedClips("data/encoded/train.safetensors")
     codec = SpectrogramCodec.from_pretrained("models/codec")
-    text_encoder, tokenizer = load_text_encoder()
-    live = LiveClips(
-        datasets.load_from_disk("data/dataset")["train"],
-        root / "data/dataset",
-        AudioEncoder(codec, params.sample.sample_rate),
-        tokenizer,
-        text_encoder,
-        params,
-    )
+    # the benchmark's on-the-fly source: in bench/, not the library, which only trains on the cache
+    live = bench_module("train_probe").LiveClips(root / "data/dataset", codec, params)
     frame_rate = conditioning.frame_rate(codec.config)
     transformer, condition_encoder = build_tiny_denoiser(codec, params.model)
     denoiser = Denoiser(transformer, condition_encoder, frame_rate).eval()
@@ -119,8 +110,9 @@ def test_condition_dropout_draws_last_and_only_when_on(tiny_project, monkeypatch
     root, params = tiny_project
     monkeypatch.chdir(root)
     clips = CachedClips("data/encoded/train.safetensors")
-    off = params.finetune.model_copy(update={"sketch_dropout": 0.0, "text_dropout": 0.0})
-    on = params.finetune.model_copy(update={"sketch_dropout": 0.5, "text_dropout": 0.5, "batch_size": 64})
+    # without tempo augmentation: its draws come after dropout's, so only a run without dropout keeps them
+    off = params.finetune.model_copy(update={"sketch_dropout": 0.0, "text_dropout": 0.0, "tempo_augment": 0.0})
+    on = off.model_copy(update={"sketch_dropout": 0.5, "text_dropout": 0.5, "batch_size": 64})
     plain = make_batch(clips, off, 0, 0, 43.0, (1, 2, 3), True)
     assert "drop_sketch" not in plain and "drop_text" not in plain
     dropped = make_batch(clips, on.model_copy(update={"batch_size": off.batch_size}), 0, 0, 43.0, (1, 2, 3), True)

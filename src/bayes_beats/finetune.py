@@ -23,8 +23,8 @@ from bayes_beats.core.atomic import atomic_dir, write_json
 from bayes_beats.core.config import Params
 from bayes_beats.core.tracking import dataset_hash
 from bayes_beats.model.conditioning import frame_rate
+from bayes_beats.model.generate import MODEL_CARD
 from bayes_beats.model.pipeline import VibePipeline
-from bayes_beats.model.profiles import resolve_base
 from bayes_beats.model.train import CachedClips, Denoiser, is_main_process, load_cache, train, write_loss_csv
 from bayes_beats.model.vibe import VariationalPromptHead, VibePlanner
 from bayes_beats.music.moods import mood_anchors
@@ -47,7 +47,9 @@ def run(params: Params) -> None:
     torch.set_num_threads(2)
     fp = params.finetune
     torch.manual_seed(fp.seed)  # LoRA and head initialisation: the same on every (re)run
-    base = resolve_base()
+    base = paths.base_pipeline(paths.BASE)
+    if base is None:
+        raise FileNotFoundError(f"no base model in {paths.BASE}: run `pretrain` first")
     transformer = AceStepTransformer1DModel.from_pretrained(base, subfolder="transformer", local_files_only=True)
     condition_encoder = AceStepConditionEncoder.from_pretrained(
         base, subfolder="condition_encoder", local_files_only=True
@@ -98,9 +100,11 @@ def save(params: Params, base: Path, transformer, lora_config, prompt_head, plan
     }
     with atomic_dir(OUT_DIR) as tmp:
         if params.model.profile == "tiny":  # self-contained: the base travels with the adapter
-            shutil.copytree(base, tmp / "base", copy_function=_link_or_copy)
+            # without the base's card: the fine-tune's own, beside it, is the one that describes the model
+            ignore = shutil.ignore_patterns(MODEL_CARD)
+            shutil.copytree(base, tmp / "base", copy_function=_link_or_copy, ignore=ignore)
         else:  # a 4 GB checkpoint is referenced, not copied
-            (tmp / "base.json").write_text(json.dumps({"checkpoint_dir": str(base)}))
+            (tmp / paths.BASE_POINTER).write_text(json.dumps({"checkpoint_dir": str(base)}))
         VibePipeline.save_lora_weights(
             tmp / "lora",
             transformer_lora_layers=get_peft_model_state_dict(transformer),
@@ -109,7 +113,7 @@ def save(params: Params, base: Path, transformer, lora_config, prompt_head, plan
         prompt_head.save_pretrained(tmp / "prompt_head")
         planner.save_pretrained(tmp / "planner")
         card = {
-            "name": "bayes-beats",
+            "name": paths.REGISTERED_MODEL,
             "profile": params.model.profile,
             "base": str(base),
             "dataset_md5": dataset_hash(),
@@ -117,13 +121,13 @@ def save(params: Params, base: Path, transformer, lora_config, prompt_head, plan
             "params": {"model": params.model.model_dump(), "finetune": fp.model_dump()},
             "metrics": metrics,
         }
-        (tmp / "model_card.json").write_text(json.dumps(card, indent=2))
+        (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2))
     write_json(paths.FINETUNE_METRICS, metrics)
     write_loss_csv(paths.FINETUNE_LOSS, history)
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
     for part in ("lora", "prompt_head", "planner"):
         mlflow.log_artifacts(str(OUT_DIR / part), artifact_path=part)
-    mlflow.log_artifact(str(OUT_DIR / "model_card.json"))
+    mlflow.log_artifact(str(OUT_DIR / MODEL_CARD))
     mlflow.log_artifact(str(paths.FINETUNE_LOSS))
     log.info("finetune: %s, model in %s", metrics, OUT_DIR)
 

@@ -1,4 +1,5 @@
-"""`pretrain` stage (tiny only): the tiny base trained from scratch on the corpus → models/base/.
+"""`pretrain` stage: the tiny base trained from scratch on the corpus → models/base/ (acestep15: a pointer to
+the checkpoint), with a model card recording the `model:` params it was made with.
 
 The base learns music from style captions only (genre, instruments, texture — no mood words), with the
 metas and the per-frame sketch; the vibe vocabulary is left for the LoRA in `finetune` to learn."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from pathlib import Path
 
 import torch
 
@@ -17,6 +19,7 @@ from bayes_beats.core.config import Params
 from bayes_beats.model.codec import SpectrogramCodec
 from bayes_beats.model.conditioning import frame_rate
 from bayes_beats.model.denoiser import build_tiny_denoiser
+from bayes_beats.model.generate import MODEL_CARD
 from bayes_beats.model.pipeline import assemble
 from bayes_beats.model.profiles import resolve_checkpoint
 from bayes_beats.model.train import CachedClips, Denoiser, is_main_process, train, write_loss_csv
@@ -31,7 +34,8 @@ def run(params: Params) -> None:
     if params.model.profile != "tiny":  # real weights are the base: point at them, train nothing
         checkpoint = resolve_checkpoint(params.model)
         with atomic_dir(OUT_DIR) as tmp:
-            (tmp / "base.json").write_text(json.dumps({"checkpoint_dir": str(checkpoint.resolve())}))
+            (tmp / paths.BASE_POINTER).write_text(json.dumps({"checkpoint_dir": str(checkpoint.resolve())}))
+            write_card(tmp, params, metrics={})
         log.info("pretrain: profile %s starts from %s", params.model.profile, checkpoint)
         return
     torch.set_num_threads(2)
@@ -59,13 +63,23 @@ def save(codec, transformer, condition_encoder, params: Params, history: list[di
     import mlflow
 
     pipe = assemble(codec, transformer, condition_encoder)
+    metrics = {"steps": params.pretrain.steps, "final_loss": history[-1]["loss"], "first_loss": history[0]["loss"]}
     with atomic_dir(OUT_DIR) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-    write_json(
-        paths.PRETRAIN_METRICS,
-        {"steps": params.pretrain.steps, "final_loss": history[-1]["loss"], "first_loss": history[0]["loss"]},
-    )
+        write_card(tmp, params, metrics)
+    write_json(paths.PRETRAIN_METRICS, metrics)
     write_loss_csv(paths.PRETRAIN_LOSS, history)
     mlflow.log_metrics({"final_loss": history[-1]["loss"], "first_loss": history[0]["loss"]})
     mlflow.log_artifact(str(paths.PRETRAIN_LOSS))
     log.info("pretrain: loss %.4f → %.4f, base model in %s", history[0]["loss"], history[-1]["loss"], OUT_DIR)
+
+
+def write_card(model_dir: Path, params: Params, metrics: dict) -> None:
+    """The base's model card: the `model:` params it was made with (its limits and steps, which
+    `load_generator` reads from here, not from whatever params.yaml is in the working directory then)."""
+    card = {
+        "profile": params.model.profile,
+        "params": {"model": params.model.model_dump()},
+        "metrics": metrics,
+    }
+    (model_dir / MODEL_CARD).write_text(json.dumps(card, indent=2))

@@ -36,13 +36,14 @@ class SpectrogramCodec(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(
         self,
+        *,
+        griffin_lim_iters: int,  # params.yaml codec.griffin_lim_iters: decode time against round-trip quality
         sampling_rate: int = 22050,
         n_fft: int = 2048,
         downsampling_ratios: tuple[int, ...] = (512,),  # the hop; the pipeline reads the frame rate from it
         n_bands: int = 96,
         fmin: float = 50.0,
         fmax: float = 11025.0,
-        griffin_lim_iters: int = 32,
         audio_channels: int = 1,
     ) -> None:
         super().__init__()

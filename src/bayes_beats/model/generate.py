@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bayes_beats.core import paths
 from bayes_beats.core.config import FinetuneParams, ModelParams, load_params
 from bayes_beats.model.pipeline import Plan, VibePipeline
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE, FEATURES, PlanDistribution
@@ -16,6 +17,10 @@ from bayes_beats.model.sketch import DEFAULT_DEGREES, chords_of, transpose
 from bayes_beats.music.theory import PITCH_CLASSES, metas_in_text, parse_keyscale
 
 DEFAULT_BPM = 100.0  # a base model's tempo when the caller names none (it has no planner)
+MODEL_CARD = "model_card.json"  # beside a stage's model: the params it was made with, its metrics
+# model.* keys that cards of registered models carry but ModelParams does not (the device and dtype are
+# picked at load, not recorded): dropped when a card is read, so extra="forbid" does not turn them away
+RETIRED_MODEL_KEYS = ("device", "dtype")
 
 
 def take_seeds(seeds: list[int], num_variations: int) -> list[int]:
@@ -33,22 +38,35 @@ def _pick_device(name: str) -> tuple[str, torch.dtype]:
     return device, torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
+def read_card(model_dir: Path) -> dict:
+    """A model directory's card, {} where it has none; its `params.model` without RETIRED_MODEL_KEYS."""
+    path = Path(model_dir) / MODEL_CARD
+    if not path.is_file():
+        return {}
+    card = json.loads(path.read_text())
+    recorded = card.get("params", {}).get("model")
+    if recorded:
+        for key in RETIRED_MODEL_KEYS:
+            recorded.pop(key, None)
+    return card
+
+
 def load_generator(model_dir: str | Path, device: str = "auto") -> Generator:
     """Load a base (`models/base`) or fine-tuned (`models/finetuned`) model directory."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"model directory not found: {model_dir}")
-    card = json.loads((model_dir / "model_card.json").read_text()) if (model_dir / "model_card.json").is_file() else {}
-    if (model_dir / "base").is_dir():
-        base = model_dir / "base"
-    elif (model_dir / "base.json").is_file():
-        base = Path(json.loads((model_dir / "base.json").read_text())["checkpoint_dir"])
-    elif (model_dir / "model_index.json").is_file():
-        base = model_dir
-    else:
-        raise ModelError(f"{model_dir} is not a model directory: no model_index.json, base/ or base.json")
+    base = paths.base_pipeline(model_dir)
+    if base is None:
+        raise ModelError(f"{model_dir} is not a model directory: no model_index.json, base/ or {paths.BASE_POINTER}")
     device, dtype = _pick_device(device)
     try:
+        card = read_card(model_dir)
+        # the card records the limits and steps the model was made with; a directory without one (a bare
+        # saved pipeline, or a base from a `pretrain` that wrote no card) has no record of its own: it runs
+        # on the workspace's params.yaml
+        recorded = card.get("params", {}).get("model")
+        params = ModelParams.model_validate(recorded) if recorded else load_params().model
         pipe = VibePipeline.from_pretrained(base, local_files_only=True, dtype=dtype)
         if (model_dir / "lora").is_dir():
             pipe.load_lora_weights(model_dir / "lora")
@@ -66,9 +84,6 @@ def load_generator(model_dir: str | Path, device: str = "auto") -> Generator:
     except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as err:
         raise ModelError(f"cannot load the model in {model_dir}: {err}") from err
     pipe.set_progress_bar_config(disable=True)
-    # a fine-tune's card records the profile's limits; a base has no card: the workspace's params.yaml
-    recorded = card.get("params", {}).get("model")
-    params = ModelParams.model_validate(recorded) if recorded else load_params().model
     if params.cpu_offload and device.startswith("cuda"):
         pipe.enable_model_cpu_offload()  # components visit the GPU one at a time: for small cards
     else:

@@ -87,12 +87,13 @@ class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
 
     @classmethod
     def load_config(cls, *args, **kwargs):
-        """model_index.json as saved, with this package's components migrated to where they live now.
+        """model_index.json as saved, each of this package's components pointed at its defining module.
 
-        diffusers imports the library an entry names and finds the class there, so an entry naming a module
-        that has since moved (`["bayes_beats.codec", "SpectrogramCodec"]`, the layout before `model/`) or
-        the package itself (`["bayes_beats", ...]`, as `register_modules` saves them) would not load: any
-        entry of this package naming a class the package exports is pointed at its defining module."""
+        diffusers imports the library an entry names and finds the class there. Saved models name this
+        package's classes by the package (`["bayes_beats", ...]`, as `register_modules` saves them) or, in
+        registered models and the run in dvc.lock, by a module that does not define them
+        (`["bayes_beats.codec", "SpectrogramCodec"]`): neither loads as is, so any entry of this package
+        naming a class the package exports is pointed at the module that defines it."""
         loaded = super().load_config(*args, **kwargs)
         config = loaded[0] if isinstance(loaded, tuple) else loaded
         root = importlib.import_module(PACKAGE)

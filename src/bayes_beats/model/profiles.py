@@ -3,7 +3,6 @@ directory it points to, local or gs://) and the frozen encoders `encode` runs on
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -13,8 +12,6 @@ from bayes_beats.core.config import ModelParams
 from bayes_beats.model.codec import SpectrogramCodec
 from bayes_beats.model.conditioning import frame_rate
 from bayes_beats.model.text import load_text_encoder
-
-BASE_DIR = paths.BASE
 
 
 def resolve_checkpoint(params: ModelParams) -> Path:
@@ -35,12 +32,6 @@ def resolve_checkpoint(params: ModelParams) -> Path:
             f"no model_index.json in model.checkpoint_dir={path}: not a diffusers pipeline directory"
         )
     return path
-
-
-def resolve_base(base: Path = BASE_DIR) -> Path:
-    """The base pipeline directory: models/base itself (tiny) or the checkpoint it points to (acestep15)."""
-    pointer = base / "base.json"
-    return Path(json.loads(pointer.read_text())["checkpoint_dir"]) if pointer.is_file() else base
 
 
 class AudioEncoder:

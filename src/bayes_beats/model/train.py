@@ -14,7 +14,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
 from accelerate.utils import parse_flag_from_env
@@ -61,33 +60,6 @@ class CachedClips:
             "lyric_mask": self.tensors["lyric_mask"],
             "keyscale": [self.index["keyscale"][i] for i in idx],
         }
-
-
-class LiveClips:
-    """The same examples encoded on the fly, frozen codec and text encoder resident (the seed project's way;
-    kept for the benchmark and the test that both give the same numbers)."""
-
-    def __init__(self, split, root: Path, codec, tokenizer, text_encoder, params) -> None:
-        from bayes_beats.model.encoding import encode_rows, energy_percentile, energy_raw, pad_chords
-
-        # as `encode` ranks the training split's clips: float32 like its tensors, so ties fall the same way
-        reference = np.sort(energy_raw(split.to_list()).astype(np.float32))
-
-        def encode(rows: list[dict]) -> dict:
-            out = encode_rows(rows, root, codec, tokenizer, text_encoder, params)
-            energy = energy_percentile(out["energy_raw"].numpy(), reference)
-            return out | {"chords": pad_chords(out["chords"]), "energy": torch.from_numpy(energy).float()}
-
-        self.encode = encode
-        self.split = split
-        self.n = len(split)
-        self.frames = self.encode([split[0]])["latents"].shape[1]
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(list(self.split["keys"])).encode()).hexdigest()
-
-    def take(self, idx: torch.Tensor) -> dict:
-        return self.encode([self.split[int(i)] for i in idx])
 
 
 class Denoiser(nn.Module):
@@ -230,7 +202,7 @@ def is_main_process() -> bool:
 def train(
     denoiser: Denoiser,
     trainable: list[nn.Parameter],
-    clips: CachedClips | LiveClips,
+    clips: CachedClips,
     params: TrainParams,
     checkpoint_dir: Path,
     variants: tuple[int, ...],
