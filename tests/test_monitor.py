@@ -10,10 +10,9 @@ import subprocess
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
-from conftest import BIN, REPO
+from conftest import BIN, REPO, reference_frame
 
 from bayes_beats.api.requestlog import Generation, RequestLog, read_requests
 from bayes_beats.data.synth import plan_track, render_track
@@ -79,22 +78,6 @@ def test_an_unwritable_log_fails_rows_not_the_caller(tmp_path, clip):
 
 
 # ---- monitor
-
-
-def reference_frame(n: int, rng: np.random.Generator) -> pd.DataFrame:
-    words = ["calm", "piano", "evening", "happy", "upbeat", "drums", "dark", "ambient", "pad", "energetic"]
-    return pd.DataFrame(
-        {
-            "prompt": [" ".join(rng.choice(words, rng.integers(3, 7))) for _ in range(n)],
-            "bpm": rng.normal(110, 15, n),
-            "mode": rng.choice(["major", "minor"], n),
-            "loudness_lufs": rng.normal(-18, 2, n),
-            "centroid_hz": rng.normal(1800, 300, n),
-            "onset_rate": rng.normal(3, 0.5, n),
-            "clap_local": rng.normal(0.25, 0.05, n),
-            "latency_s": rng.gamma(4, 0.2, n),
-        }
-    )
 
 
 @pytest.fixture
