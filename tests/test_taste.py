@@ -74,7 +74,7 @@ def test_votes_move_the_posterior_toward_what_was_liked_and_narrow_it():
     again = Taste.from_votes([(fast, 1), (slow, -1), (fast, 1)])
     assert np.allclose(again.mean, taste.mean) and np.allclose(again.cov, taste.cov)
     assert set(taste.summary()) == {"tempo", "mode", "energy"}
-    with pytest.raises(ValueError, match="1 or -1"):
+    with pytest.raises(ValueError, match="1 \\(up\\) or -1"):
         taste.update(fast, 0)
 
 

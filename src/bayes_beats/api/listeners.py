@@ -39,9 +39,9 @@ from fastapi import Path as PathParam
 
 from bayes_beats.api import requestlog
 from bayes_beats.api.requestlog import database_url
-from bayes_beats.api.schemas import LISTENER_PATTERN, MAX_ID_CHARS, Feedback, Rendered, RenderRequest, check_vote
+from bayes_beats.api.schemas import LISTENER_PATTERN, MAX_ID_CHARS, Feedback, Rendered, RenderRequest
 from bayes_beats.model.plans import FEATURES
-from bayes_beats.model.taste import Taste
+from bayes_beats.model.taste import Taste, check_vote
 
 log = logging.getLogger(__name__)
 

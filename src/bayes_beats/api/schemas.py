@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
+from bayes_beats.model.taste import check_vote
 from bayes_beats.music.audio import wav_bytes
 from bayes_beats.music.theory import KEYSCALE_PATTERN
 
@@ -133,13 +134,6 @@ class Feedback(BaseModel):
     @classmethod
     def _up_or_down(cls, vote: int) -> int:
         return check_vote(vote)
-
-
-def check_vote(vote: int) -> int:
-    """A vote is +1 or -1: the one check, for the API and the store."""
-    if isinstance(vote, bool) or vote not in (1, -1):
-        raise ValueError("vote is 1 (up) or -1 (down)")
-    return vote
 
 
 def request_limits() -> dict[str, dict[str, Any]]:

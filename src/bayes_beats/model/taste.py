@@ -23,6 +23,13 @@ from bayes_beats.model.plans import FEATURES
 PRIOR_SD = 1.0
 
 
+def check_vote(vote: int) -> int:
+    """A vote is +1 or -1: the one check, for the posterior, the API and the store."""
+    if isinstance(vote, bool) or vote not in (1, -1):
+        raise ValueError(f"a vote is 1 (up) or -1 (down), got {vote!r}")
+    return vote
+
+
 @dataclass(frozen=True)
 class Taste:
     mean: np.ndarray  # [features]
@@ -43,8 +50,7 @@ class Taste:
 
     def update(self, x: np.ndarray, vote: int) -> Taste:
         """One vote's ADF update of the probit posterior (exact moments of the tilted Gaussian)."""
-        if vote not in (1, -1):
-            raise ValueError(f"a vote is 1 or -1, got {vote}")
+        check_vote(vote)
         x = np.asarray(x, dtype=float)
         sx = self.cov @ x
         s = np.sqrt(1.0 + x @ sx)
