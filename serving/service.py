@@ -38,8 +38,10 @@ from fastapi.responses import JSONResponse, Response
 from bayes_beats.api import drain
 from bayes_beats.api.catalog import load_catalog
 from bayes_beats.api.guard import GuardMiddleware
+from bayes_beats.api.identity import NotAListener
 from bayes_beats.api.imagevibe import ImageError, Vibe, vibe_of_file
-from bayes_beats.api.listeners import Listeners, ListenerStore
+from bayes_beats.api.listener_routes import Listeners
+from bayes_beats.api.listeners import ListenerStore, with_env
 from bayes_beats.api.page import page_app
 from bayes_beats.api.requestlog import Generation, RequestLog
 from bayes_beats.api.schemas import (
@@ -59,7 +61,7 @@ from bayes_beats.api.schemas import (
     render_batch,
     variations_json,
 )
-from bayes_beats.core.config import FeaturesParams, load_params
+from bayes_beats.core.config import FeaturesParams, ListenersParams, load_params
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 
 HERE = Path(__file__).parent
@@ -82,7 +84,17 @@ PARAMS = HERE.parent / "params.yaml"
 DRAIN_TIMEOUT_S = float(os.environ.get("BAYES_BEATS_DRAIN_TIMEOUT_S", "300"))  # renderer waits for the API
 CATALOG = load_catalog(os.environ.get("BAYES_BEATS_CATALOG", str(HERE / "catalog")))
 
-LISTENERS = Listeners(ListenerStore(REQUEST_LOG) if REQUEST_LOG != "off" else None)
+
+def _listener_limits() -> ListenersParams:
+    """params.yaml's `listeners` section: recorded in the Bento by `package`; from source, the workspace's."""
+    if (recorded := getattr(BUILT_WITH, "listeners", None)) is not None:
+        return with_env(ListenersParams.model_validate_json(recorded))
+    if PARAMS.is_file():
+        return with_env(load_params(PARAMS).listeners)
+    raise RuntimeError(f"no listener limits: neither the Bento's `listeners` argument nor {PARAMS} (re-run `package`)")
+
+
+LISTENERS = Listeners(ListenerStore(REQUEST_LOG, _listener_limits()) if REQUEST_LOG != "off" else None)
 
 page = page_app(HERE / "static", CATALOG, LISTENERS)  # the page, /limits, the catalog, votes, /metrics
 
@@ -171,7 +183,7 @@ class BayesBeats:
         if features is None and PARAMS.is_file():
             features = load_params(PARAMS).features
         self.request_log = RequestLog(REQUEST_LOG, clap_dir, features=features) if REQUEST_LOG != "off" else None
-        LISTENERS.start()  # the generation-id key, read once here: a generation never waits on the database
+        LISTENERS.start()  # the id key, read once here (a server database without one: no start)
 
     @bentoml.on_startup
     def _call_the_renderer(self) -> None:
@@ -203,7 +215,11 @@ class BayesBeats:
         if problem := request.beyond(self._limits):  # the profile's generator limits, within the API's
             raise InvalidArgument(problem)
         started = time.perf_counter()
-        job = RenderJob(**request.model_dump(exclude={"listener"}), taste=await LISTENERS.taste_for(request))
+        try:  # an id this service did not issue is a 400, before any rendering
+            taste = await LISTENERS.taste_for(request)
+        except NotAListener as err:
+            raise InvalidArgument(f"listener: {err}") from None
+        job = RenderJob(**request.model_dump(exclude={"listener"}), taste=taste)
         for attempt in range(3):
             try:
                 result = await self.renderer.to_async.render([job])
@@ -220,7 +236,7 @@ class BayesBeats:
         rendered = result[0] if isinstance(result[0], Rendered) else Rendered.model_validate(result[0])
         if self.request_log is not None:
             self.request_log.record(Generation.of(endpoint, request, rendered, time.perf_counter() - started, vibe))
-        return rendered, LISTENERS.ids_for(rendered)
+        return rendered, LISTENERS.ids_for(rendered, request.listener)  # each take bound to its listener
 
     @bentoml.api
     async def generate(self, request: RenderRequest, /) -> Annotated[bytes, ContentType("audio/wav")]:

@@ -5,7 +5,8 @@ Findings → tests: server-side request forgery through a non-file `image` → t
 slow bodies exhausting the concurrency limit → test_slow_bodies_*; a client leaving mid-body →
 test_a_client_leaving_mid_body_*, test_sigterm_*; /metrics labelled by raw path → test_metrics_*;
 500s where a 4xx belongs, NaN vibes, invisible prompt characters, 4xx tracebacks → test_client_mistakes_*,
-test_tiny_images_*; decodes on the event loop → test_big_images_*; what held → test_what_held_*."""
+test_tiny_images_*; decodes on the event loop → test_big_images_*; what held → test_what_held_*. Issue L's
+Unicode id (a 500 on /feedback) → test_fuzzed_listener_and_feedback_bodies_*."""
 
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import numpy as np
 import pytest
 from conftest import champion_served, free_port
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -36,7 +39,7 @@ from starlette.routing import Mount, Route
 from bayes_beats.api import guard
 from bayes_beats.api.guard import GuardMiddleware, route_template
 from bayes_beats.api.imagevibe import ImageError, describe, load_image
-from bayes_beats.api.schemas import RenderRequest
+from bayes_beats.api.schemas import GENERATION_PATTERN, RenderRequest
 
 KEY = "hardening-k3y"
 AUTH = {"X-API-Key": KEY}
@@ -454,6 +457,46 @@ BYPASSES = [  # (method, path, extra header lines): none may reach an endpoint
     ("OPTIONS", "/generate_from_image", ""),
     ("POST", "/vibe", "X-Forwarded-For: 127.0.0.1\r\n"),
 ]
+
+
+# the listener routes are the page app's (no OpenAPI: schemathesis in test_service.py never saw them)
+ANY_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=300)
+TOKENISH = st.from_regex(GENERATION_PATTERN, fullmatch=True).filter(lambda t: len(t) < 400)
+
+
+@pytest.mark.serving
+def test_fuzzed_listener_and_feedback_bodies_are_4xx_never_5xx(hardened):
+    """Issue L, finding 4: `{"id": "é"}` was a 500 (UnicodeEncodeError in the id check). Hypothesis sends
+    Unicode, id-shaped forgeries and wrong types to POST /feedback and as GET/DELETE /listener/{id}: never
+    a 5xx, never a 200 (none of them is an id this service issued)."""
+    listener = httpx.post(f"{hardened.url}/listener", headers=AUTH, timeout=30).json()["listener"]
+    seen: list[tuple[int, str]] = []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(
+        who=st.one_of(ANY_TEXT, TOKENISH, st.just(listener)),
+        id_=st.one_of(ANY_TEXT, TOKENISH, st.integers(), st.none(), st.lists(st.integers(), max_size=2)),
+        vote=st.one_of(st.sampled_from([1, -1]), st.integers(), st.text(max_size=3), st.floats(allow_nan=False)),
+    )
+    def feedback(who, id_, vote):
+        r = httpx.post(
+            f"{hardened.url}/feedback", json={"listener": who, "id": id_, "vote": vote}, headers=AUTH, timeout=30
+        )
+        seen.append((r.status_code, "feedback"))
+        assert r.status_code in (400, 403, 404), (who, id_, vote, r.status_code, r.text[:200])
+        assert "error" in r.json()
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(name=st.one_of(ANY_TEXT, TOKENISH), method=st.sampled_from(["GET", "DELETE"]))
+    def path(name, method):
+        assume(name.strip(".") != "")  # "." and ".." are dot segments: the client resolves them away
+        r = httpx.request(method, f"{hardened.url}/listener/{quote(name, safe='')}", headers=AUTH, timeout=30)
+        seen.append((r.status_code, method))
+        assert r.status_code in (400, 404, 405), (name, method, r.status_code, r.text[:200])
+
+    feedback()
+    path()
+    assert {400} <= {code for code, _ in seen} and len(seen) >= 300
 
 
 @pytest.mark.serving

@@ -146,6 +146,7 @@ def test_compose_runs_postgres_mlflow_and_the_service():
     assert "models:/bayes-beats@champion" in service["environment"]["BAYES_BEATS_MODEL_URI"]
     assert service["environment"]["MLFLOW_TRACKING_URI"].startswith("http://${MLFLOW_ADDR:-mlflow}:")
     assert "/readyz" in " ".join(service["healthcheck"]["test"])
+    assert service["environment"]["BAYES_BEATS_SECRET"] == "${BAYES_BEATS_SECRET:-}"  # issue L: ids' key from .env
     assert set(compose["volumes"]) == {"pgdata", "mlartifacts"}
 
 
@@ -182,6 +183,9 @@ def test_kubernetes_manifests_keep_the_serving_contract():
     assert env["BAYES_BEATS_MODEL_URI"]["value"] == "models:/bayes-beats@champion"
     assert env["BAYES_BEATS_GPU"]["value"] == "1"
     assert env["BAYES_BEATS_API_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    # issue L: the ids' signing key comes from a secret every replica shares, never from the database
+    assert env["BAYES_BEATS_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "bayes-beats-signing-key"
+    assert env["BAYES_BEATS_TRUSTED_PROXIES"]["value"] == ""  # X-Forwarded-For is believed from no one by default
     hpa = by_kind["HorizontalPodAutoscaler", "bayes-beats"]
     assert hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["scaleTargetRef"]["name"] == "bayes-beats"
     assert ("PodDisruptionBudget", "bayes-beats") in by_kind and ("Service", "bayes-beats") in by_kind

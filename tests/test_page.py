@@ -15,6 +15,8 @@ import httpx
 import pytest
 from conftest import champion_served
 
+from bayes_beats.api.schemas import LISTENER_PATTERN
+
 pytestmark = pytest.mark.serving
 
 CHROMIUM_FLAGS = [
@@ -71,8 +73,12 @@ def test_page_shows_its_reasoning_and_lets_a_person_steer_it(service, phone, tmp
     page, errors = phone
     page.goto(service + "/")
     page.wait_for_selector("#grid figure img")
+    # the listener: an id the service issued (POST /listener), kept in localStorage, shown only in part
+    page.wait_for_function("localStorage.getItem('bayes-beats-listener') !== null", timeout=30_000)
     listener = page.evaluate("localStorage.getItem('bayes-beats-listener')")
-    assert re.fullmatch(r"[A-Za-z0-9_-]{8,64}", listener)
+    assert re.fullmatch(LISTENER_PATTERN, listener) and votes(service, listener) == 0
+    page.wait_for_function("document.getElementById('listener-id').textContent.length > 0", timeout=30_000)
+    assert page.inner_text("#listener-id") == listener[:6] + "…"
 
     # pick: the reasoning, step by step
     page.click("#surprise")
@@ -139,7 +145,7 @@ def test_page_shows_its_reasoning_and_lets_a_person_steer_it(service, phone, tmp
     page.wait_for_function("document.getElementById('forgotten').textContent.length > 0", timeout=30_000)
     assert page.inner_text("#error") == ""
     fresh = page.evaluate("localStorage.getItem('bayes-beats-listener')")
-    assert fresh != listener and re.fullmatch(r"[A-Za-z0-9_-]{8,64}", fresh)
+    assert fresh != listener and re.fullmatch(LISTENER_PATTERN, fresh)
     assert votes(service, listener) == 0
     assert page.inner_text("#taste") == ""
     assert errors == []

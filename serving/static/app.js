@@ -15,18 +15,25 @@ let limits = { fields: {}, max_image_bytes: Infinity };
 const bound = (field, key, fallback) => (limits.fields[field] || {})[key] ?? fallback;
 const durationS = () => bound("duration_s", "default", 10);  // the API's default length
 
-// ---- the listener: a random token made here, kept in localStorage, never anything personal
+// ---- the listener: an id the service issues (POST /listener: 128 random bits it signs), kept in
+// localStorage. It is a secret: whoever holds it can vote as this browser, so it is shown only in part.
+let listenerPromise = null;
 function newListener() {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  const id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  localStorage.setItem(LISTENER_KEY, id);
-  return id;
+  localStorage.removeItem(LISTENER_KEY);
+  listenerPromise = call("/listener", { method: "POST" })
+    .then((response) => response.json())
+    .then((answer) => { localStorage.setItem(LISTENER_KEY, answer.listener); return answer.listener; });
+  listenerPromise.catch(() => { listenerPromise = null; });  // the next call asks again
+  return listenerPromise;
 }
 function listener() {
+  if (listenerPromise) return listenerPromise;
   const id = localStorage.getItem(LISTENER_KEY);
   const pattern = bound("listener", "pattern", null);
-  return id && (!pattern || new RegExp(pattern).test(id)) ? id : newListener();
+  // an id from before (a name the page once made up) is not one the service issued: ask for one
+  return id && (!pattern || new RegExp(pattern).test(id)) ? (listenerPromise = Promise.resolve(id)) : newListener();
 }
+const shown = (id) => `${id.slice(0, 6)}…`;
 
 // ---- HTTP
 function apiHeaders(extra = {}) {
@@ -146,7 +153,7 @@ function showTaste(answer) {
 async function vote(take, value, row) {
   for (const b of row.querySelectorAll(".vote")) { b.disabled = true; b.dataset.locked = "1"; }
   try {
-    const answer = await (await postJson("/feedback", { listener: listener(), id: take.id, vote: value })).json();
+    const answer = await (await postJson("/feedback", { listener: await listener(), id: take.id, vote: value })).json();
     row.querySelector(".voted").textContent = value > 0 ? "you liked this" : "not for you";
     row.dataset.vote = String(value);
     showTaste(answer);
@@ -246,7 +253,8 @@ async function render() {
   showError("");
   busy(true);
   try {
-    const extra = { listener: listener(), num_variations: TAKES, ...overrides() };
+    const id = await listener().catch(() => null);  // no id (no vote store): anonymous takes
+    const extra = { ...(id ? { listener: id } : {}), num_variations: TAKES, ...overrides() };
     let body;
     if (source.kind === "text") {
       body = await (await postJson("/generate", { prompt: source.prompt, duration_s: durationS(), seed, ...extra })).json();
@@ -296,8 +304,16 @@ async function loadCatalog() {
 }
 
 async function loadTaste() {
-  $("listener-id").textContent = listener();
-  try { showTaste(await (await call(`/listener/${listener()}`)).json()); } catch (_) { /* no votes yet */ }
+  try {
+    let id = await listener();
+    let response = await fetch(`/listener/${id}`, { headers: apiHeaders() });
+    if (response.status === 400) {  // signed with a key the service no longer has: a new id
+      id = await newListener();
+      response = await call(`/listener/${id}`);
+    }
+    $("listener-id").textContent = shown(id);
+    if (response.ok) showTaste(await response.json());
+  } catch (err) { showError(`No listener id: ${err.message}`); }
 }
 
 // ---- wiring
@@ -333,11 +349,10 @@ for (const name of ["tempo", "energy"]) {  // moving a slider leaves "auto"; tic
 }
 $("mode").addEventListener("change", showNudges);
 $("forget").addEventListener("click", async () => {
-  const old = listener();
   try {
+    const old = await listener();
     await call(`/listener/${old}`, { method: "DELETE" });
-    newListener();
-    $("listener-id").textContent = listener();
+    $("listener-id").textContent = shown(await newListener());
     showTaste(null);
     for (const b of document.querySelectorAll(".take .vote")) if (b.title === "") { b.dataset.locked = ""; b.disabled = false; }
     for (const v of document.querySelectorAll(".take .voted")) v.textContent = "";

@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from bayes_beats.api.catalog import Catalog
 from bayes_beats.api.imagevibe import MAX_BYTES as MAX_IMAGE_BYTES
-from bayes_beats.api.listeners import Listeners, listener_routes
+from bayes_beats.api.listener_routes import Listeners, listener_routes
 from bayes_beats.api.metrics import exposition
 from bayes_beats.api.schemas import request_limits
 
@@ -19,7 +19,7 @@ from bayes_beats.api.schemas import request_limits
 def page_app(static: Path, catalog: Catalog, listeners: Listeners) -> FastAPI:
     page = FastAPI(title="Bayes' Beats page and catalog", openapi_url=None, docs_url=None, redoc_url=None)
     page.mount("/static", StaticFiles(directory=static), name="static")
-    listener_routes(page, listeners)  # POST /feedback, GET and DELETE /listener/{listener}
+    listener_routes(page, listeners)  # POST /listener, /feedback; GET and DELETE /listener/{listener}
 
     @page.get("/")
     def index() -> FileResponse:

@@ -15,8 +15,10 @@ from bayes_beats.model.taste import check_vote
 from bayes_beats.music.audio import wav_bytes
 from bayes_beats.music.theory import KEYSCALE_PATTERN
 
-LISTENER_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"  # what a client names itself: opaque, no personal data
-MAX_ID_CHARS = 256  # a generation id (listeners.GenerationIds: ~110 characters)
+# a listener id as the service issues it (POST /listener; api.identity): base64url(16 random bytes) "." tag
+LISTENER_PATTERN = r"^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}$"
+MAX_ID_CHARS = 256  # a generation id (identity.Ids.sign: ~140 characters)
+GENERATION_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"  # body "." tag, base64url: ASCII only
 
 # The API's request limits, declared once: RenderRequest is what POST /generate takes (its OpenAPI schema)
 # and what the renderer receives; the image endpoint reuses these types. They sit within the generator's
@@ -40,7 +42,8 @@ Listener = Annotated[
     str | None,
     Field(
         pattern=LISTENER_PATTERN,
-        description="who listens (8-64 of A-Z a-z 0-9 _ -): their votes tilt the plan; none = anonymous",
+        description="who listens: an id from POST /listener (their votes tilt the plan, and only they can "
+        "vote on the takes); none = anonymous",
     ),
 ]
 
@@ -127,7 +130,7 @@ class Feedback(BaseModel):
     model_config = ConfigDict(title="Feedback", extra="forbid")
 
     listener: Annotated[str, Field(pattern=LISTENER_PATTERN)]
-    id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+    id: Annotated[str, Field(min_length=3, max_length=MAX_ID_CHARS, pattern=GENERATION_PATTERN)]
     vote: Annotated[int, Field(strict=True, description="1 (up) or -1 (down)")]
 
     @field_validator("vote")

@@ -236,6 +236,17 @@ class MonitorParams(Section):
     min_like_rate_ratio: float = Field(ge=0, le=1)  # last day's share of up votes / the 7 days' before
 
 
+class ListenersParams(Section):
+    """The vote store's limits (api/listeners.py; docs/bayes.md "Who votes")."""
+
+    vote_rate: int = Field(ge=1)  # votes per listener per rate_window_s (env BAYES_BEATS_VOTE_RATE overrides)
+    client_vote_rate: int = Field(ge=1)  # votes per client address per rate_window_s, all its listeners together
+    rate_window_s: float = Field(gt=0)
+    new_listeners_per_hour: int = Field(ge=1)  # listener ids issued per client address per hour
+    max_votes_per_listener: int = Field(ge=1)  # a listener's latest N votes are kept, older ones deleted
+    retention_days: float = Field(gt=0)  # votes older than this are deleted
+
+
 # `register` is the stage's name; pydantic warns that it shadows ABCMeta.register, which no caller uses
 warnings.filterwarnings("ignore", message='Field name "register" in "Params" shadows')
 
@@ -259,6 +270,7 @@ class Params(Section):
     package: PackageParams
     traffic: TrafficParams
     monitor: MonitorParams
+    listeners: ListenersParams
 
     def with_overrides(self, **sections: dict) -> Params:
         """A copy with some keys of some sections replaced, validated again: with_overrides(sample={"n_tracks": 5})."""
