@@ -324,7 +324,13 @@ def test_package_builds_a_bento_that_serves_the_champion_behind_an_api_key(regis
     name, version = built["bento"].split(":")
     manifest = yaml.safe_load((tmp_path / "bentoml" / "bentos" / name / version / "bento.yaml").read_text())
     features = params_with().features.model_dump_json()  # what the request log measures the audio with
-    assert manifest["args"] == {"model_tag": built["model"], "clap_tag": built["clap_model"], "features": features}
+    listeners = params_with().listeners.model_dump_json()  # the vote store's limits (issue L)
+    assert manifest["args"] == {
+        "model_tag": built["model"],
+        "clap_tag": built["clap_model"],
+        "features": features,
+        "listeners": listeners,
+    }
     served = {m["tag"] for service in manifest["services"] for m in service["models"] or []}
     assert served == {built["model"], built["clap_model"]}  # what `bentoml containerize` puts in the image
     # ... so a newer `bayes-beats` in the store (here not even a loadable model) changes nothing it serves
