@@ -10,8 +10,9 @@ neither kind of id can pass for the other.
 The key: BAYES_BEATS_SECRET (its bytes) or BAYES_BEATS_SECRET_FILE (a mounted file) in production; with
 neither, a SQLite request log gets a generated key in a file beside it (`<log>.key`, created 0600, written
 to a temporary file and linked into place, so concurrent workers agree on the first one written), never in
-the database. A key an older version kept in the database's `secrets` table is moved into that file once,
-so the ids it signed still verify. A server database (Postgres) without a configured secret refuses to
+the database. A key an older version kept in the database's `secrets` table is moved into that file once
+(the deployment keeps its key; take ids signed before listeners were bound no longer verify, by design:
+they name no listener). A server database (Postgres) without a configured secret refuses to
 start: replicas must share the key.
 
 The client's address: the ASGI peer, or, only when the peer is a proxy the deployment trusts
