@@ -24,7 +24,6 @@ import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -288,19 +287,16 @@ def thompson_taste(taste: Taste, seed: int) -> list[float] | None:
 def read_votes(location: str, since_hours: float | None = None) -> pd.DataFrame | None:
     """The votes (all, or those of the last `since_hours`), oldest first; None when the database has no
     votes table (a service that never got feedback)."""
-    url = database_url(location)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        return None
-    engine = sa.create_engine(url)
+    query = sa.select(votes_table.c.listener, votes_table.c.vote, votes_table.c.ts).order_by(votes_table.c.id)
+    if since_hours is not None:
+        query = query.where(votes_table.c.ts >= datetime.now(UTC) - timedelta(hours=since_hours))
     try:
-        if not sa.inspect(engine).has_table(votes_table.name):
-            return None
-        query = sa.select(votes_table.c.listener, votes_table.c.vote, votes_table.c.ts).order_by(votes_table.c.id)
-        if since_hours is not None:
-            query = query.where(votes_table.c.ts >= datetime.now(UTC) - timedelta(hours=since_hours))
-        with engine.connect() as connection:
-            frame = pd.read_sql(query, connection)
-    finally:
-        engine.dispose()
+        with requestlog.reading(location) as engine:
+            if not sa.inspect(engine).has_table(votes_table.name):
+                return None
+            with engine.connect() as connection:
+                frame = pd.read_sql(query, connection)
+    except FileNotFoundError:
+        return None
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)  # SQLite gives naive UTC datetimes back
     return frame

@@ -11,10 +11,12 @@ back (`read_requests`)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -249,18 +251,25 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and np.isfinite(value) else None  # silence measures −inf LUFS
 
 
-def read_requests(location: str, since_hours: float | None = None) -> pd.DataFrame:
-    """The logged requests (all, or those of the last `since_hours`), oldest first."""
+@contextlib.contextmanager
+def reading(location: str) -> Iterator[sa.Engine]:
+    """A short-lived engine on the log's database for one read (the monitor's); FileNotFoundError for a
+    SQLite file that is not there (a reader never creates the database)."""
     url = database_url(location)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise FileNotFoundError(f"no request log at {url.removeprefix('sqlite:///')}")
+    engine = sa.create_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def read_requests(location: str, since_hours: float | None = None) -> pd.DataFrame:
+    """The logged requests (all, or those of the last `since_hours`), oldest first."""
     query = sa.select(requests_table).order_by(requests_table.c.ts)
     if since_hours is not None:
         cutoff = datetime.now(UTC).timestamp() - since_hours * 3600
         query = query.where(requests_table.c.ts >= datetime.fromtimestamp(cutoff, UTC))
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return pd.read_sql(query, connection)
-    finally:
-        engine.dispose()
+    with reading(location) as engine, engine.connect() as connection:
+        return pd.read_sql(query, connection)
