@@ -48,11 +48,10 @@ COPY src/ src/
 RUN pip install --no-cache-dir --no-deps . \
     && chown 10001:10001 /app
 
-# What `dvc repro` reads: the pipeline, its lock and params, the stage sources (above), serving/ (deps
-# of the package stage) and the monitor stage's request sample. No Git in the image, so DVC runs without
+# What `dvc repro` reads: the pipeline, its lock and params, the stage sources (above) and serving/ (deps
+# of the package stage); the monitor's reference and sample come from the traffic stage (DVC). No Git in the image, so DVC runs without
 # an SCM (core.no_scm in config.local) and the MLflow runs' git_commit tag reads "unknown".
 COPY --chown=10001:10001 params.yaml dvc.yaml dvc.lock .dvcignore ./
-COPY --chown=10001:10001 monitoring/ monitoring/
 COPY --chown=10001:10001 .dvc/config .dvc/config
 COPY --chown=10001:10001 serving/ serving/
 COPY docker/train-entrypoint.py /usr/local/bin/bayes-beats-train
