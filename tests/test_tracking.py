@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import BIN, free_port, project_copy
+from conftest import BIN, REPO, free_port, project_copy
 from mlflow.tracking import MlflowClient
 
 from bayes_beats import clap, evaluate, register
@@ -124,6 +125,9 @@ def test_register_promotes_then_refuses_a_worse_model_then_takes_a_better_one(tr
     eval_path = root / "metrics/eval.json"
     original = json.loads(eval_path.read_text())
     client = MlflowClient()
+    # the floor sits just under the toy model's own score: what a toy model scores is not this test's business
+    floor = original["finetuned"]["clap_local"] - 0.25
+    params = params.model_copy(update={"register": params.register.model_copy(update={"floors": {"clap_local": floor}})})
     try:
         register.run(params)
         first = json.loads((root / "metrics/register.json").read_text())
@@ -131,12 +135,19 @@ def test_register_promotes_then_refuses_a_worse_model_then_takes_a_better_one(tr
         assert first["alias"] == "champion" and int(champion) == first["version"]
 
         worse = json.loads(json.dumps(original))
-        worse["finetuned"]["clap_local"] -= 0.5
+        worse["finetuned"]["clap_local"] -= 0.1  # above the floor, below the champion
         eval_path.write_text(json.dumps(worse))
         register.run(params)
         second = json.loads((root / "metrics/register.json").read_text())
         assert second["alias"] == "challenger" and "does not beat" in second["reason"]
         assert client.get_model_version_by_alias("bayes-beats", "champion").version == champion
+
+        worse["finetuned"]["clap_local"] = floor - 0.01
+        eval_path.write_text(json.dumps(worse))
+        register.run(params)
+        floored = json.loads((root / "metrics/register.json").read_text())
+        assert floored["alias"] == "challenger" and "below the floor" in floored["reason"]
+        second = floored  # the next version number follows this one
 
         better = json.loads(json.dumps(original))
         better["finetuned"]["clap_local"] += 0.5
@@ -176,7 +187,10 @@ def test_champion_loads_back_and_generates(tracked):
 
 
 def test_a_stage_fails_at_start_with_one_clear_line_when_the_server_is_down(tmp_path):
-    (tmp_path / "params.yaml").write_text("{}\n")  # defaults: the stage stops before it reads any data
+    (tmp_path / "params.yaml").write_text("{}\n")  # every key is required: a bare file is one clear error
+    bare = subprocess.run([str(BIN / "bayes-beats"), "evaluate"], cwd=tmp_path, capture_output=True, text=True)
+    assert bare.returncode == 2 and "params.yaml" in bare.stderr and "Traceback" not in bare.stderr
+    shutil.copy(REPO / "params.yaml", tmp_path)  # the stage stops at the server before it reads any data
     dead = f"http://127.0.0.1:{free_port()}"
     done = subprocess.run(
         [str(BIN / "bayes-beats"), "evaluate"],

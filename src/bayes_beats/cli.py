@@ -26,9 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    from pydantic import ValidationError
+
     from bayes_beats.core.config import load_params
 
-    params = load_params(args.params)
+    try:
+        params = load_params(args.params)
+    except (FileNotFoundError, ValidationError) as err:
+        print(f"bayes-beats {args.stage}: {args.params}: {err}", file=sys.stderr)
+        return 2
     # model.allow_download is the one switch to a model hub: set before anything imports huggingface_hub
     # (it reads the variable once), and over the Makefile's and the images' HF_HUB_OFFLINE=1
     os.environ["HF_HUB_OFFLINE"] = "0" if params.model.allow_download else "1"
