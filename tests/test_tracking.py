@@ -127,7 +127,9 @@ def test_register_promotes_then_refuses_a_worse_model_then_takes_a_better_one(tr
     client = MlflowClient()
     # the floor sits just under the toy model's own score: what a toy model scores is not this test's business
     floor = original["finetuned"]["clap_local"] - 0.25
-    params = params.model_copy(update={"register": params.register.model_copy(update={"floors": {"clap_local": floor}})})
+    params = params.model_copy(
+        update={"register": params.register.model_copy(update={"floors": {"clap_local": floor}})}
+    )
     try:
         register.run(params)
         first = json.loads((root / "metrics/register.json").read_text())

@@ -247,6 +247,27 @@ class ListenersParams(Section):
     retention_days: float = Field(gt=0)  # votes older than this are deleted
 
 
+class StreamParams(Section):
+    """The radio (GET /stream; docs/design.md "The stream"): how segments are cut, continued and served."""
+
+    segment_s: float = Field(gt=0)  # a segment's target length: whole progressions of its tempo, about this long
+    first_segment_s: float = Field(gt=0)  # the first one is shorter: first audio sooner
+    tail_s: float = Field(gt=0)  # the previous segment's end each segment is conditioned on (held latents)
+    hold_back_s: float = Field(gt=0)  # audio kept back at each segment's end: the seam's crossfade is inside the tail
+    crossfade_s: float = Field(gt=0)  # equal-power, between two decodes of the same held latents
+    phrase_segments: int = Field(ge=1)  # the plan changes every N segments (a phrase), never inside one
+    max_tempo_step: float = Field(ge=0, le=0.5)  # a phrase's tempo moves at most this share toward a fresh draw
+    energy_step: float = Field(ge=0, le=1)  # and its energy this share of the way
+    ahead_segments: int = Field(ge=1)  # rendered and not yet sent: then the stream waits (backpressure)
+    burst_s: float = Field(ge=0)  # audio sent ahead of real time at the start (a player's buffer), then real time
+    max_stream_s: float = Field(gt=0)  # a stream ends after this long
+    max_streams: int = Field(ge=1)  # open streams in one API worker
+    max_streams_per_listener: int = Field(ge=1)
+    max_streams_per_client: int = Field(ge=1)
+    resume_s: float = Field(ge=0)  # a stream whose client left stays resumable this long (GET /stream?resume=ID)
+    mp3_compression: float = Field(ge=0, le=1)  # libsndfile's compression level (0 best, 1 smallest)
+
+
 # `register` is the stage's name; pydantic warns that it shadows ABCMeta.register, which no caller uses
 warnings.filterwarnings("ignore", message='Field name "register" in "Params" shadows')
 
@@ -271,6 +292,7 @@ class Params(Section):
     traffic: TrafficParams
     monitor: MonitorParams
     listeners: ListenersParams
+    stream: StreamParams
 
     def with_overrides(self, **sections: dict) -> Params:
         """A copy with some keys of some sections replaced, validated again: with_overrides(sample={"n_tracks": 5})."""

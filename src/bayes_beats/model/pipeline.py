@@ -39,6 +39,7 @@ class Plan:
     energy: list[float]
     chords: list[torch.Tensor]
     z: torch.Tensor | None = None
+    origin: list[float] | None = None  # per item, a strong beat's time (s, ≤ 0); None: at the first frame
 
     def metas(self) -> list[dict]:
         """What each item was asked to be: {bpm, keyscale, energy}."""
@@ -48,7 +49,7 @@ class Plan:
         ]
 
     def sketch(self) -> Sketch:
-        return Sketch(self.bpm, self.chords, self.energy)
+        return Sketch(self.bpm, self.chords, self.energy, self.origin)
 
 
 class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
@@ -137,6 +138,8 @@ class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
         bpm: float | None = None,
         keyscale: str | None = None,
         latents: torch.Tensor | None = None,
+        held_latents: torch.Tensor | None = None,
+        held_frames: list[int] | None = None,
         output_type: str = "pt",
     ) -> AudioPipelineOutput:
         """Text-to-music, as diffusers' AceStepPipeline samples it with guidance_scale 1 (turbo), plus:
@@ -145,6 +148,10 @@ class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
             sketch the source latents carry. None: `bpm`/`keyscale` for every item, no sketch.
         guidance: guidance on the sketch, with a plan ({sketch_guidance, beat_guidance,
             beat_guidance_above_t}; None: off), see `guided_velocity`.
+        held_latents, held_frames: continuation ([batch, frames, channels] and, per item, how many leading
+            frames are given): those frames are the previous segment's tail, held at each step at the current
+            noise level (x_t = t·noise + (1 − t)·tail, training's interpolation), so the rest is denoised
+            against them; an item with 0 held frames is plain text-to-music (docs/design.md, "The stream").
         output_type: "latent" ([batch, frames, channels]), "pt" or "np" (audio [batch, channels, samples])."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch, device, dtype = len(prompts), self._execution_device, self.transformer.dtype
@@ -176,14 +183,24 @@ class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
             shape = (batch, frames, self.transformer.config.audio_acoustic_hidden_dim)
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         xt = latents.to(device=device, dtype=dtype)
+        hold = None
+        if held_latents is not None and held_frames is not None and any(held_frames):
+            frame = torch.arange(frames, device=device)[None, :, None]
+            counts = torch.as_tensor(held_frames, device=device)[:, None, None]
+            hold = (frame < counts, xt.clone(), held_latents[:, :frames].to(device=device, dtype=dtype))
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)
         scheduler.set_timesteps(sigmas=timestep_schedule(num_inference_steps, shift, device).tolist(), device=device)
         with self.progress_bar(total=len(scheduler.timesteps)) as progress:
             for t in scheduler.timesteps:
+                if hold is not None:  # the tail at this step's noise level (t is the sigma: one train timestep)
+                    mask, noise, tail = hold
+                    xt = torch.where(mask, float(t) * noise + (1 - float(t)) * tail, xt)
                 now = float(t) * torch.ones((batch,), device=device, dtype=dtype)
                 v = guided_velocity(self.transformer, xt, now, states, context, guidance if plan else None)
                 xt = scheduler.step(v, t, xt, return_dict=False)[0]
                 progress.update()
+        if hold is not None:
+            xt = torch.where(hold[0], hold[2], xt)  # the tail exactly as it was played
         if output_type == "latent":
             return AudioPipelineOutput(audios=xt)
 

@@ -1,0 +1,294 @@
+"""The radio's music: an endless piece, segment by segment, each one continuing the last.
+
+A segment is whole progressions of its tempo (about `segment_s`), rendered in a window that starts with
+the previous segment's tail (`tail_s` of its latents, held by the sampler: `VibePipeline.__call__`'s
+`held_latents`), its sketch's strong beat at the seam, so the beat grid, key and timbre run on. Its audio is
+decoded with the tail and joined to what was played inside the tail, where both decodes render the same
+latents (an equal-power crossfade of `crossfade_s`, `hold_back_s` before the seam), at a gain that ramps
+instead of jumping. The plan moves only every `phrase_segments` segments: a tempo step toward a fresh draw
+of the (listener-tilted) plan, a modulation to the relative key when the draw's mode turns, an energy step.
+
+Stateless between calls: a `Cursor` (JSON-able: plain numbers, base64 arrays) carries all a stream is, so
+any renderer worker continues any stream and a dropped client resumes where it was."""
+
+from __future__ import annotations
+
+import base64
+import math
+import zlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from bayes_beats.core.config import StreamParams
+from bayes_beats.model.generate import Generator, take_seeds
+from bayes_beats.model.pipeline import Plan
+from bayes_beats.model.sketch import transpose
+from bayes_beats.music.theory import PITCH_CLASSES, parse_keyscale
+
+PEAK = 10.0 ** (-1.0 / 20.0)  # -1 dBFS, as the pipeline normalises a clip
+
+
+def pack(array: np.ndarray | None) -> str | None:
+    return None if array is None else base64.b64encode(np.ascontiguousarray(array, np.float32).tobytes()).decode()
+
+
+def unpack(text: str | None, width: int = 1) -> np.ndarray | None:
+    if text is None:
+        return None
+    flat = np.frombuffer(base64.b64decode(text), dtype=np.float32)
+    return flat.reshape(-1, width) if width > 1 else flat.copy()
+
+
+@dataclass
+class Cursor:
+    """Where a stream is: what it asks for, the plan it plays, and what the next segment continues."""
+
+    prompt: str
+    seed: int
+    temperature: float
+    bpm_fixed: float | None = None  # the caller's metas: they replace every draw
+    keyscale_fixed: str | None = None
+    energy_fixed: float | None = None
+    index: int = 0  # the next segment's
+    played_samples: int = 0  # audio sent so far (the next segment starts here)
+    window_start: int = 0  # the stream sample where the next segment's window (its tail first) starts
+    bpm: float | None = None  # the phrase being played
+    keyscale: str | None = None
+    energy: float | None = None
+    chords: list[list[float]] | None = None
+    tail: str | None = None  # the last `tail` latent frames [frames, channels] (pack)
+    held: str | None = None  # the audio kept back: the start of the next crossfade (pack)
+    gain: float | None = None
+    channels: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Segment:
+    """One segment's audio (mono float32, the codec's rate) and what it plays."""
+
+    index: int
+    start_s: float  # where its audio starts in the stream
+    audio: np.ndarray
+    sample_rate: int
+    bpm: float
+    keyscale: str
+    energy: float
+    phrase_start: bool  # the plan may have changed here
+    features: list[float] | None = None
+    plan: dict | None = None
+    cursor: Cursor | None = None  # what the next segment continues
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+    def metas(self) -> dict:
+        return {"bpm": round(self.bpm, 1), "keyscale": self.keyscale, "energy": round(self.energy, 3)}
+
+
+def relative(keyscale: str) -> str:
+    """The relative key (same signature, other mode): C major ↔ A minor, the gentlest modulation."""
+    tonic, mode = parse_keyscale(keyscale)
+    if mode == "major":
+        return f"{PITCH_CLASSES[(tonic + 9) % 12]} minor"
+    return f"{PITCH_CLASSES[(tonic + 3) % 12]} major"
+
+
+class Radio:
+    """Renders the next segment of many streams, batched by window length (one pipeline call each)."""
+
+    def __init__(self, generator: Generator, settings: StreamParams) -> None:
+        self.generator, self.settings = generator, settings
+        self.pipe = generator.pipe
+        self.rate = self.pipe.latents_per_second
+        self.sample_rate = generator.sample_rate
+        self.hop = int(round(self.sample_rate / self.rate))
+        self.tail_frames = max(1, round(settings.tail_s * self.rate))
+        n_fft = getattr(self.pipe.vae.config, "n_fft", 2048)
+        if settings.crossfade_s > settings.hold_back_s or (self.tail_frames - 1) * self.hop < (
+            settings.hold_back_s * self.sample_rate + n_fft
+        ):
+            raise ValueError(
+                "stream: crossfade_s must fit in hold_back_s, and tail_s must exceed hold_back_s by a window "
+                f"({n_fft} samples): the crossfade sits inside the tail, away from both decodes' edges"
+            )
+
+    # -- the plan -------------------------------------------------------------------------------------
+    def next_phrase(self, cursor: Cursor, taste: list[float] | None) -> tuple[dict, bool]:
+        """The metas of the cursor's next segment and whether a phrase starts there: the phrase's plan,
+        or at a phrase boundary a step of it toward a fresh (tilted) draw."""
+        boundary = cursor.index % self.settings.phrase_segments == 0 or cursor.bpm is None
+        if not boundary:
+            return {
+                "bpm": cursor.bpm,
+                "keyscale": cursor.keyscale,
+                "energy": cursor.energy,
+                "chords": cursor.chords,
+            }, False
+        seed = take_seeds([cursor.seed], 1)[0] + 7919 * cursor.index  # each phrase its own draw
+        # the first phrase plays the plan's mode (the vibe's best guess); later ones a random draw of it
+        first = cursor.bpm is None
+        _, drawn = self.generator.plan(
+            [cursor.prompt],
+            [seed],
+            cursor.temperature,
+            1 if first else 2,
+            cursor.bpm_fixed,
+            cursor.keyscale_fixed,
+            cursor.energy_fixed,
+            taste,
+        )
+        draw = drawn[-1]
+        bpm, key, energy = float(draw["bpm"]), draw["keyscale"], float(draw["energy"])
+        if cursor.bpm is not None:  # a phrase after the first: move toward the draw, do not jump to it
+            step = self.settings.max_tempo_step
+            bpm = (
+                bpm
+                if cursor.bpm_fixed is not None
+                else float(np.clip(bpm, cursor.bpm * (1 - step), cursor.bpm * (1 + step)))
+            )
+            if cursor.keyscale_fixed is None:
+                same_mode = parse_keyscale(key)[1] == parse_keyscale(cursor.keyscale)[1]
+                key = cursor.keyscale if same_mode else relative(cursor.keyscale)
+            if cursor.energy_fixed is None:
+                energy = cursor.energy + self.settings.energy_step * (energy - cursor.energy)
+        tonic, mode = parse_keyscale(key)
+        rng = np.random.default_rng([seed, zlib.crc32(cursor.prompt.encode()), 1])
+        if self.pipe.planner is not None:
+            chords = transpose(self.pipe.planner.progression(mode == "major", rng), tonic)
+        else:
+            from bayes_beats.model.sketch import DEFAULT_DEGREES, chords_of
+
+            chords = chords_of(DEFAULT_DEGREES, tonic, mode)
+        return {"bpm": bpm, "keyscale": key, "energy": float(energy), "chords": chords.tolist()}, True
+
+    def new_frames(self, metas: dict, first: bool) -> int:
+        """Whole progressions of the segment's tempo, about segment_s (first_segment_s for the first)."""
+        cycle_s = len(metas["chords"]) * 60.0 / metas["bpm"]
+        target = self.settings.first_segment_s if first else self.settings.segment_s
+        # at least as long as the next segment's tail plus the audio kept back, so every seam has its overlap
+        least = math.ceil((self.settings.tail_s + self.settings.hold_back_s + 0.2) / cycle_s)
+        return round(max(least, round(target / cycle_s)) * cycle_s * self.rate)
+
+    # -- rendering ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render(self, cursors: list[Cursor], tastes: list[list[float] | None]) -> list[Segment]:
+        """The next segment of each cursor; cursors whose windows are as long go through the pipeline as one
+        batch (their randomness is their own seed's: a segment does not depend on its batch)."""
+        jobs = []
+        for cursor, taste in zip(cursors, tastes, strict=True):
+            metas, boundary = self.next_phrase(cursor, taste)
+            tail = unpack(cursor.tail, cursor.channels) if cursor.tail else None
+            held = 0 if tail is None else len(tail)
+            frames = held + self.new_frames(metas, cursor.tail is None)
+            jobs.append((cursor, taste, metas, boundary, tail, held, frames))
+        out: list[Segment | None] = [None] * len(jobs)
+        groups: dict[int, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(job[-1], []).append(i)
+        for frames, members in groups.items():
+            for i, segment in zip(members, self._render_group([jobs[i] for i in members], frames), strict=True):
+                out[i] = segment
+        return [s for s in out if s is not None]
+
+    def _render_group(self, jobs: list[tuple], frames: int) -> list[Segment]:
+        pipe, g = self.pipe, self.generator
+        channels = pipe.transformer.config.audio_acoustic_hidden_dim
+        origins: list[float] = []
+        plan = Plan([], [], [], [], None, origins)
+        held_latents = torch.zeros(len(jobs), frames, channels)
+        held_frames, generators, prompts = [], [], []
+        for row, (cursor, _, metas, _, tail, held, _) in enumerate(jobs):
+            plan.bpm.append(float(metas["bpm"]))
+            plan.keyscale.append(metas["keyscale"])
+            plan.energy.append(float(metas["energy"]))
+            plan.chords.append(torch.tensor(metas["chords"]))
+            origins.append(held / self.rate)  # a strong beat at the seam: the progression starts there
+            if tail is not None:
+                held_latents[row, :held] = torch.as_tensor(tail)
+            held_frames.append(held)
+            seed = take_seeds([cursor.seed], 1)[0] + 104729 * cursor.index
+            generators.append(torch.Generator(device="cpu").manual_seed(seed))
+            prompts.append(cursor.prompt)
+        if pipe.prompt_head is not None and pipe.planner is not None:
+            plan.z = pipe.prompt_head(pipe.embed(prompts).to(pipe.prompt_head.dtype))[0].detach()
+        latents = pipe(
+            prompt=prompts,
+            audio_duration=frames / self.rate,
+            num_inference_steps=g.params.num_inference_steps,
+            shift=g.params.shift,
+            generator=generators,
+            plan=plan,
+            guidance=g.guidance_for(plan.bpm),
+            held_latents=held_latents,
+            held_frames=held_frames,
+            output_type="latent",
+        ).audios.float()
+        audio = pipe.vae.decode(latents.transpose(1, 2).to(pipe.vae.dtype)).sample.float()[:, 0].cpu().numpy()
+        return [self._join(job, latents[row].cpu().numpy(), audio[row], frames) for row, job in enumerate(jobs)]
+
+    def _join(self, job: tuple, latents: np.ndarray, audio: np.ndarray, frames: int) -> Segment:
+        """The window's audio joined to what was played: crossfade inside the tail, a gain ramp, then the
+        new end kept back for the next seam. Window sample s is stream sample window_start + s."""
+        cursor, taste, metas, boundary, tail, held, _ = job
+        s = self.settings
+        sr, hop = self.sample_rate, self.hop
+        fade, keep = int(s.crossfade_s * sr), int(s.hold_back_s * sr)
+        tail_frames = self.tail_frames
+        window_start = cursor.window_start
+        begin = cursor.played_samples - window_start  # the first window sample not yet played
+        end = len(audio) - keep  # kept back from here: the next segment's crossfade
+        fresh = audio[begin : end + fade].astype(np.float32)
+        peak = float(np.abs(audio[held * hop :]).max()) or 1e-6
+        target = PEAK / max(peak, 1e-6)
+        start_gain = cursor.gain if cursor.gain is not None else target
+        ramp = np.minimum(np.linspace(start_gain, target, len(fresh), dtype=np.float32), target)
+        fresh = fresh * ramp
+        previous = unpack(cursor.held)
+        if previous is not None:  # equal-power crossfade over the kept-back audio
+            n = min(len(previous), len(fresh))
+            angle = np.linspace(0, np.pi / 2, n, dtype=np.float32)
+            fresh[:n] = previous[:n] * np.cos(angle) + fresh[:n] * np.sin(angle)
+        played, kept = fresh[: end - begin], fresh[end - begin :]
+        # the next window starts tail_frames before this one's end; keep its latents and our place
+        next_cursor = Cursor(
+            **{
+                **cursor.to_dict(),
+                "index": cursor.index + 1,
+                "played_samples": cursor.played_samples + len(played),
+                "window_start": window_start + (frames - tail_frames) * hop,
+                "bpm": metas["bpm"],
+                "keyscale": metas["keyscale"],
+                "energy": metas["energy"],
+                "chords": metas["chords"],
+                "tail": pack(latents[frames - tail_frames :]),
+                "held": pack(kept),
+                "gain": target,
+                "channels": latents.shape[-1],
+            }
+        )
+        major = parse_keyscale(metas["keyscale"])[1] == "major"
+        dists = self.generator.distributions([cursor.prompt])
+        features = None
+        if dists is not None:
+            features = [round(float(f), 4) for f in dists[0].features(metas["bpm"], major, metas["energy"])]
+        return Segment(
+            index=cursor.index,
+            start_s=cursor.played_samples / sr,
+            audio=played,
+            sample_rate=sr,
+            bpm=float(metas["bpm"]),
+            keyscale=metas["keyscale"],
+            energy=float(metas["energy"]),
+            phrase_start=boundary,
+            features=features,
+            plan=dists[0].tilt(np.asarray(taste)).summary()
+            if dists is not None and taste is not None
+            else (dists[0].summary() if dists is not None else None),
+            cursor=next_cursor,
+        )
