@@ -33,14 +33,15 @@ import aiohttp
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from bentoml.validators import ContentType
-from fastapi.responses import JSONResponse, Response
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from bayes_beats.api import drain
 from bayes_beats.api.catalog import load_catalog
 from bayes_beats.api.guard import GuardMiddleware
 from bayes_beats.api.identity import NotAListener
 from bayes_beats.api.imagevibe import ImageError, Vibe, vibe_of_file
-from bayes_beats.api.listener_routes import Listeners
+from bayes_beats.api.listener_routes import Listeners, client_of
 from bayes_beats.api.listeners import ListenerStore, with_env
 from bayes_beats.api.page import page_app
 from bayes_beats.api.requestlog import Generation, RequestLog
@@ -57,11 +58,13 @@ from bayes_beats.api.schemas import (
     RenderJob,
     RenderRequest,
     Seed,
+    SegmentJob,
     Temperature,
     render_batch,
     variations_json,
 )
-from bayes_beats.core.config import FeaturesParams, ListenersParams, load_params
+from bayes_beats.api.stream import StreamHub, StreamLimit, stream_request
+from bayes_beats.core.config import FeaturesParams, ListenersParams, StreamParams, load_params
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 
 HERE = Path(__file__).parent
@@ -85,16 +88,19 @@ DRAIN_TIMEOUT_S = float(os.environ.get("BAYES_BEATS_DRAIN_TIMEOUT_S", "300"))  #
 CATALOG = load_catalog(os.environ.get("BAYES_BEATS_CATALOG", str(HERE / "catalog")))
 
 
-def _listener_limits() -> ListenersParams:
-    """params.yaml's `listeners` section: recorded in the Bento by `package`; from source, the workspace's."""
-    if (recorded := getattr(BUILT_WITH, "listeners", None)) is not None:
-        return with_env(ListenersParams.model_validate_json(recorded))
+def _recorded(section: str, kind):
+    """A params.yaml section the service runs on: recorded in the Bento by `package`; from source, the workspace's."""
+    if (recorded := getattr(BUILT_WITH, section, None)) is not None:
+        return kind.model_validate_json(recorded)
     if PARAMS.is_file():
-        return with_env(load_params(PARAMS).listeners)
-    raise RuntimeError(f"no listener limits: neither the Bento's `listeners` argument nor {PARAMS} (re-run `package`)")
+        return getattr(load_params(PARAMS), section)
+    raise RuntimeError(f"no `{section}` settings: neither the Bento's argument nor {PARAMS} (re-run `package`)")
 
 
-LISTENERS = Listeners(ListenerStore(REQUEST_LOG, _listener_limits()) if REQUEST_LOG != "off" else None)
+LISTENERS = Listeners(
+    ListenerStore(REQUEST_LOG, with_env(_recorded("listeners", ListenersParams))) if REQUEST_LOG != "off" else None
+)
+STREAM = _recorded("stream", StreamParams)
 
 page = page_app(HERE / "static", CATALOG, LISTENERS)  # the page, /limits, the catalog, votes, /metrics
 
@@ -134,7 +140,10 @@ class Renderer:
     bento_model = bentoml.models.BentoModel(MODEL_TAG) if not MODEL_URI else None
 
     def __init__(self) -> None:
+        from bayes_beats.model.radio import Radio
+
         self.generator, self.version = _load_generator(self.bento_model)
+        self.radio = Radio(self.generator, STREAM)
 
     def __is_ready__(self) -> bool:
         return self.generator is not None
@@ -147,7 +156,9 @@ class Renderer:
     def limits(self) -> dict:
         """The generator's limits (the profile's ModelParams), which the API checks requests against."""
         p = self.generator.params
-        return {"profile": p.profile} | p.model_dump(include=GENERATOR_LIMITS)
+        return {"profile": p.profile, "sample_rate": self.generator.sample_rate} | p.model_dump(
+            include=GENERATOR_LIMITS
+        )
 
     # max_latency_ms bounds queueing + a batch (a 10-s clip takes ~0.4 s alone); past it BentoML answers 503
     @bentoml.api(batchable=MAX_BATCH > 1, max_batch_size=max(MAX_BATCH, 2), max_latency_ms=60_000)
@@ -155,6 +166,13 @@ class Renderer:
         """Requests that share duration/variations/temperature/bpm/key/energy/taste go through the pipeline
         together."""
         return render_batch(self.generator, requests, self.version)
+
+    @bentoml.api(batchable=MAX_BATCH > 1, max_batch_size=max(MAX_BATCH, 2), max_latency_ms=60_000)
+    def render_segments(self, jobs: list[SegmentJob]) -> list[dict]:
+        """The next segment of each stream (model.radio); streams' segments of one length share a call."""
+        jobs = [j if isinstance(j, SegmentJob) else SegmentJob.model_validate(j) for j in jobs]
+        segments = self.radio.render_dicts([j.cursor for j in jobs], [j.taste for j in jobs])
+        return [s | {"model_version": self.version} for s in segments]
 
 
 # BentoML's own probe of the renderer (runner_probe) is off: when it timed out it raised (BentoML 1.4.40
@@ -183,11 +201,19 @@ class BayesBeats:
         if features is None and PARAMS.is_file():
             features = load_params(PARAMS).features
         self.request_log = RequestLog(REQUEST_LOG, clap_dir, features=features) if REQUEST_LOG != "off" else None
-        LISTENERS.start()  # the id key, read once here (a server database without one: no start)
+        ids = LISTENERS.start()  # the id key, read once here (a server database without one: no start)
+        self.streams = StreamHub(
+            STREAM,
+            render=self._render_segment,
+            taste=LISTENERS.taste_of,
+            sign=lambda features, listener: ids.sign(features, LISTENERS.listener_key(listener)),
+            record=self._record_segment,
+        )
 
     @bentoml.on_startup
     def _call_the_renderer(self) -> None:
         drain.register_caller()  # the renderer serves until this worker is done (on_shutdown)
+        drain.before_sigterm(self.streams.close_all_soon)  # open streams end at a segment boundary
 
     async def __is_ready__(self) -> bool:
         """Ready when the renderer is: its /readyz within 3 s (the cluster's readiness probe waits 5)."""
@@ -258,8 +284,64 @@ class BayesBeats:
 
     @bentoml.api
     async def vibe(self, image: Annotated[Path, ContentType("image/*")]) -> dict:
-        """An image → its vibe: caption, valence, arousal and the visual cues behind them."""
-        return (await _vibe(image)).to_dict()
+        """An image → its vibe: caption, valence, arousal and the visual cues behind them, and a `token` that
+        GET /stream?vibe=TOKEN plays (the image is not sent again)."""
+        vibe = (await _vibe(image)).to_dict()
+        reading = {k: vibe[k] for k in ("caption", "valence", "arousal")}
+        return vibe | {"token": LISTENERS.start().vibe_token(reading)}
+
+    async def _render_segment(self, cursor: dict, taste: list[float] | None) -> dict:
+        result = await self.renderer.to_async.render_segments([SegmentJob(cursor=cursor, taste=taste)])
+        return result[0]
+
+    def _record_segment(self, stream, playing, wav: bytes, latency_s: float, measured: bool) -> None:
+        if self.request_log is not None:
+            vibe = stream.vibe or {}
+            self.request_log.record(
+                Generation(
+                    endpoint="stream",
+                    model_version=stream.model_version,
+                    prompt=stream.cursor["prompt"],
+                    duration_s=playing.duration_s,
+                    num_variations=1,
+                    temperature=stream.cursor["temperature"],
+                    latency_s=latency_s,
+                    wav=wav,
+                    planned_bpm=playing.bpm,
+                    planned_keyscale=playing.keyscale,
+                    valence=vibe.get("valence"),
+                    arousal=vibe.get("arousal"),
+                    measured=measured,
+                )
+            )
+
+    @page.get("/stream")
+    async def stream(self, request: Request) -> Response:
+        """Endless music in a vibe (docs/design.md "The stream"): ?prompt=, ?catalog= or ?vibe= (a /vibe
+        token); listener, seed, bpm, keyscale, energy, temperature, format (mp3 | ogg | wav); ?resume=ID
+        continues a stream whose connection dropped. Chunked audio until the client leaves; X-Stream-Id."""
+        if self._limits is None:
+            self._limits = await self.renderer.to_async.limits()
+        try:
+            stream, encoder = await stream_request(
+                self.streams, dict(request.query_params), client_of(request), self._limits, CATALOG, LISTENERS
+            )
+        except StreamLimit as err:
+            return JSONResponse({"error": str(err)}, status_code=429, headers={"Retry-After": "5"})
+        except LookupError as err:
+            return JSONResponse({"error": str(err)}, status_code=404)
+        except ValueError as err:
+            return JSONResponse({"error": str(err)}, status_code=400)
+        headers = {"X-Stream-Id": stream.id, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+        return StreamingResponse(self.streams.body(stream, encoder), media_type=encoder.media_type, headers=headers)
+
+    @page.get("/stream/{stream_id}")
+    async def stream_status(self, stream_id: str) -> JSONResponse:
+        """The segment playing now (index, start, bpm, keyscale, energy, the `id` to vote on) and those next."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return JSONResponse({"error": "unknown stream id"}, status_code=404)
+        return JSONResponse(stream.status())
 
     @bentoml.api
     async def generate_from_image(

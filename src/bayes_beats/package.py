@@ -74,12 +74,13 @@ def run(params: Params) -> None:
     # the exact tags, recorded in the Bento (bento.yaml `args`, serving/service.py reads them back): the Bento
     # serves the model it was built with, whatever newer `bayes-beats` model the store gets later
     # and the features stage's settings, which the request log measures the served audio with
-    # and the listeners' limits (votes, new ids, retention), which the vote store applies
+    # and the listeners' limits (votes, new ids, retention), which the vote store applies, and the radio's settings
     pinned = {
         "model_tag": str(model.tag),
         "clap_tag": str(clap.tag),
         "features": params.features.model_dump_json(),
         "listeners": params.listeners.model_dump_json(),
+        "stream": params.stream.model_dump_json(),
     }
     bento = bentoml.bentos.build_bentofile(str(SERVING / "bentofile.yaml"), build_ctx=str(SERVING), args=pinned)
     size_mb = sum(f.stat().st_size for f in Path(bento.path).rglob("*") if f.is_file()) / 1e6

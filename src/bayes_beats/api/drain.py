@@ -83,3 +83,17 @@ def defer_sigterm_until_callers_gone(timeout_s: float) -> None:
             threading.Thread(target=stop_when_the_callers_are_gone, name="drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def before_sigterm(callback) -> None:
+    """In a worker: on SIGTERM run `callback` (it must only schedule work), then uvicorn's own handler.
+    Open streams never finish on their own, and uvicorn waits for open responses: the streams hear first."""
+    uvicorn_exit = signal.getsignal(signal.SIGTERM)
+    if not callable(uvicorn_exit) or threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        callback()
+        uvicorn_exit(signum, frame)  # type: ignore[operator,arg-type]
+
+    signal.signal(signal.SIGTERM, on_sigterm)

@@ -49,6 +49,7 @@ LEGACY_SECRET = "generation_ids"  # the row name of the key in an older database
 TAG_BYTES = 16
 LISTENER_BYTES = 16  # 128 random bits
 LISTENER_DOMAIN, GENERATION_DOMAIN = b"bayes-beats/listener\x00", b"bayes-beats/generation\x00"
+VIBE_DOMAIN = b"bayes-beats/vibe\x00"
 TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")  # both kinds of id: body "." tag, base64url
 
 
@@ -128,6 +129,19 @@ class Ids:
 
     def features(self, token: object) -> np.ndarray:
         return self.take(token)[0]
+
+    # ---- vibes (what /vibe read in an image, for GET /stream?vibe=TOKEN: the image is not sent again)
+
+    def vibe_token(self, vibe: dict) -> str:
+        body = b64(json.dumps(vibe, separators=(",", ":")).encode())
+        return f"{body}.{self._tag(VIBE_DOMAIN, body)}"
+
+    def vibe(self, token: object) -> dict:
+        """The vibe a token carries; ValueError for anything this key did not sign as one."""
+        parts = _split(token, 8192)
+        if parts is None or not hmac.compare_digest(parts[1], self._tag(VIBE_DOMAIN, parts[0])):
+            raise ValueError("not a vibe token this service issued: POST /vibe for one")
+        return json.loads(unb64(parts[0]))
 
 
 # ---- the key

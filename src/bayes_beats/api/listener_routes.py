@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from functools import cache
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -66,7 +67,10 @@ class Listeners:
         """The listener's Thompson draw for this request; None (anonymous) without votes or a store.
         NotAListener for an id this service did not issue; a store that cannot answer leaves the generation
         anonymous rather than failing it."""
-        listener = request.listener
+        return await self.taste_of(request.listener, request.seed)
+
+    async def taste_of(self, listener: str | None, seed: int) -> list[float] | None:
+        """As taste_for, for a listener and a seed (a stream asks before each segment: votes move it)."""
         if self.listener_key(listener) is None or self.store is None or listener is None:
             return None
         import anyio
@@ -76,7 +80,7 @@ class Listeners:
         except sa.exc.SQLAlchemyError as err:
             log.warning("listener store %s: no taste (%s): anonymous generation", self.store.url, err)
             return None
-        return thompson_taste(standing.taste, request.seed)
+        return thompson_taste(standing.taste, seed)
 
     async def answer(self, work: Callable[[ListenerStore], dict], status: int = 200) -> Any:
         """`work(store)` in a worker thread, its outcome as the HTTP answer."""
@@ -105,17 +109,24 @@ class Listeners:
         return JSONResponse(result, status_code=status)
 
 
+@cache
+def _proxies() -> Any:
+    return trusted_proxies()
+
+
+def client_of(request: Request) -> str:
+    """The client's address (X-Forwarded-For believed only from BAYES_BEATS_TRUSTED_PROXIES)."""
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.get("x-forwarded-for"), _proxies())
+
+
 def listener_routes(app: Any, listeners: Listeners) -> None:
     """POST /listener, POST /feedback, GET and DELETE /listener/{listener} on the service's FastAPI app; a
     malformed body or path is a 400 {"error": ...} naming the field, as BentoML's own endpoints answer."""
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
-    proxies = trusted_proxies()
-
-    def client(request: Request) -> str:
-        peer = request.client.host if request.client else None
-        return client_address(peer, request.headers.get("x-forwarded-for"), proxies)
+    client = client_of
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Any, err: RequestValidationError) -> JSONResponse:

@@ -118,6 +118,7 @@ class Generation:
     planned_keyscale: str | None = None
     valence: float | None = None
     arousal: float | None = None
+    measured: bool = True  # False: logged, not measured (a stream's segments between samples: the CPU renders)
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @classmethod
@@ -213,9 +214,9 @@ class RequestLog:
         mono = audio.mean(axis=1)
         if self.features is None:
             self.features = load_params().features
-        feats = extract(mono, sr, self.features) if np.any(mono) else {}
+        feats = extract(mono, sr, self.features) if g.measured and np.any(mono) else {}
         clap = None
-        if self.clap_dir:
+        if self.clap_dir and g.measured:
             from bayes_beats.model.scoring import clap_scores
 
             if self._scorer is None:

@@ -48,6 +48,17 @@ Listener = Annotated[
 ]
 
 
+class SegmentJob(BaseModel):
+    """One stream's next segment, as the renderer receives it: the stream's cursor (model.radio.Cursor) and
+    the listener's taste draw (None: anonymous)."""
+
+    cursor: dict
+    taste: list[float] | None = None
+
+
+STREAM_FORMATS = ("mp3", "ogg", "wav")
+
+
 class RenderRequest(BaseModel):
     """One generation: what /generate takes and what the batching renderer receives."""
 

@@ -90,6 +90,11 @@ class Segment:
     def metas(self) -> dict:
         return {"bpm": round(self.bpm, 1), "keyscale": self.keyscale, "energy": round(self.energy, 3)}
 
+    def to_dict(self) -> dict:
+        """JSON-able, the audio packed (what the renderer answers the API)."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("audio", "cursor")}
+        return fields | {"audio": pack(self.audio), "cursor": self.cursor.to_dict() if self.cursor else None}
+
 
 def relative(keyscale: str) -> str:
     """The relative key (same signature, other mode): C major ↔ A minor, the gentlest modulation."""
@@ -176,6 +181,10 @@ class Radio:
         return round(max(least, round(target / cycle_s)) * cycle_s * self.rate)
 
     # -- rendering ------------------------------------------------------------------------------------
+    def render_dicts(self, cursors: list[dict], tastes: list[list[float] | None]) -> list[dict]:
+        """`render` for the renderer's API: cursors and segments as JSON-able dicts."""
+        return [s.to_dict() for s in self.render([Cursor(**c) for c in cursors], tastes)]
+
     @torch.no_grad()
     def render(self, cursors: list[Cursor], tastes: list[list[float] | None]) -> list[Segment]:
         """The next segment of each cursor; cursors whose windows are as long go through the pipeline as one
@@ -219,7 +228,7 @@ class Radio:
             plan.z = pipe.prompt_head(pipe.embed(prompts).to(pipe.prompt_head.dtype))[0].detach()
         latents = pipe(
             prompt=prompts,
-            audio_duration=frames / self.rate,
+            audio_duration=(frames - 0.5) / self.rate,  # the sampler takes ceil(duration · rate) frames
             num_inference_steps=g.params.num_inference_steps,
             shift=g.params.shift,
             generator=generators,

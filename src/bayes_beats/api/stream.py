@@ -1,0 +1,336 @@
+"""The radio's life cycle in the API (docs/design.md "The stream"): open, produce, pace, vote, leave, resume.
+
+A `Stream` is a producer task and a bounded queue. The producer asks the renderer for the next segment
+(`model.radio`, stateless: the stream keeps the `Cursor`), with the listener's current taste, and waits when
+`ahead_segments` are rendered and unsent: a slow reader is backpressure, never a growing buffer. The
+response body takes segments off the queue, encodes them (`api.encoder`) in a worker thread and sends them
+at real time after a `burst_s` head start, as internet radio does: a client that reads faster than it plays
+does not make the machine render faster. A client that leaves cancels the producer at once; the stream
+stays resumable for `resume_s` (`?resume=ID`: the same plan, from the next unsent segment), then goes.
+SIGTERM ends every stream after the segment it is sending (`close_all`)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import anyio
+import numpy as np
+
+from bayes_beats.api.encoder import FORMATS, AudioEncoder
+from bayes_beats.core.config import StreamParams
+from bayes_beats.music.audio import wav_bytes
+
+log = logging.getLogger(__name__)
+CHUNK_S = 0.5  # audio per write: the pacing's grain
+MEASURE_EVERY = 6  # segments: the request log measures one in six (features, CLAP), so scoring leaves the CPU
+# to rendering; every segment is logged
+QUERY = {
+    "prompt",
+    "catalog",
+    "vibe",
+    "listener",
+    "seed",
+    "bpm",
+    "keyscale",
+    "energy",
+    "temperature",
+    "format",
+    "resume",
+}
+
+
+class StreamLimit(Exception):
+    """Too many streams (of the worker, the listener or the client address): a 429."""
+
+
+@cache
+def stream_metrics() -> Any:
+    from prometheus_client import Counter, Gauge
+
+    class _M:
+        active = Gauge("bayes_beats_streams_active", "Open streams", registry=None, multiprocess_mode="livesum")
+        underruns = Counter("bayes_beats_stream_underruns", "Times a real-time reader waited for audio", registry=None)
+        listened = Counter("bayes_beats_stream_listened_seconds", "Seconds of stream audio sent", registry=None)
+        segments = Counter("bayes_beats_stream_segments", "Stream segments rendered", registry=None)
+        votes = Counter("bayes_beats_stream_votes", "Votes on stream segments", registry=None)
+
+    return _M
+
+
+@dataclass
+class Playing:
+    """What the status of a stream shows of one segment."""
+
+    index: int
+    start_s: float
+    duration_s: float
+    bpm: float
+    keyscale: str
+    energy: float
+    phrase_start: bool
+    id: str
+    plan: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Stream:
+    id: str
+    listener: str | None
+    client: str
+    fmt: str
+    cursor: dict  # model.radio.Cursor as a dict: what the next segment continues
+    vibe: dict | None = None
+    model_version: str = ""
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue())
+    segments: deque = field(default_factory=lambda: deque(maxlen=16))  # recent Playing, sent or queued
+    producer: asyncio.Task | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_byte: float | None = None
+    sent_s: float = 0.0
+    underruns: int = 0
+    attached: bool = False
+    left_at: float | None = None
+    ended: str | None = None  # why the stream stopped for good
+
+    def status(self) -> dict:
+        """The segment playing now (by the audio sent and the time since the first byte) and what follows."""
+        playhead = 0.0 if self.first_byte is None else min(self.sent_s, time.monotonic() - self.first_byte)
+        known = list(self.segments)
+        now = next((s for s in reversed(known) if s.start_s <= playhead), known[0] if known else None)
+        return {
+            "id": self.id,
+            "playhead_s": round(playhead, 2),
+            "sent_s": round(self.sent_s, 2),
+            "now_playing": now.to_dict() if now else None,
+            "next": [s.to_dict() for s in known if now is None or s.index > now.index],
+            "vibe": self.vibe,
+            "underruns": self.underruns,
+            "ended": self.ended,
+        }
+
+
+Render = Callable[[dict, list[float] | None], Awaitable[dict]]  # (cursor, taste) → segment (model.radio, as JSON)
+Taste = Callable[[str | None, int], Awaitable[list[float] | None]]  # (listener, seed) → a posterior draw
+
+
+class StreamHub:
+    """The open streams of one API worker."""
+
+    def __init__(self, settings: StreamParams, render: Render, taste: Taste, sign: Callable, record: Callable) -> None:
+        self.settings, self._render, self._taste, self._sign, self._record = settings, render, taste, sign, record
+        self.streams: dict[str, Stream] = {}
+        self.closing = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def open(self, cursor: dict, listener: str | None, client: str, fmt: str, vibe: dict | None = None) -> Stream:
+        self._sweep()
+        s = self.settings
+        live = [x for x in self.streams.values() if x.ended is None]
+        if self.closing:
+            raise StreamLimit("the service is shutting down")
+        if len(live) >= s.max_streams:
+            raise StreamLimit(f"{s.max_streams} streams are open on this worker; retry shortly")
+        if listener is not None and sum(x.listener == listener for x in live) >= s.max_streams_per_listener:
+            raise StreamLimit(f"this listener has {s.max_streams_per_listener} streams open")
+        if sum(x.client == client for x in live) >= s.max_streams_per_client:
+            raise StreamLimit(f"this address has {s.max_streams_per_client} streams open")
+        self.loop = asyncio.get_running_loop()
+        stream = Stream(secrets.token_urlsafe(12), listener, client, fmt, cursor, vibe)
+        stream.queue = asyncio.Queue(maxsize=s.ahead_segments)
+        self.streams[stream.id] = stream
+        stream_metrics().active.inc()
+        return stream
+
+    def get(self, stream_id: str) -> Stream | None:
+        self._sweep()
+        return self.streams.get(stream_id)
+
+    async def body(self, stream: Stream, encoder: AudioEncoder) -> AsyncIterator[bytes]:
+        """The response body: segments, encoded, at real time after the burst; ends when the stream does.
+        Cancelled (the client left): the producer stops now and the stream waits `resume_s` for a resume."""
+        s, metrics = self.settings, stream_metrics()
+        stream.attached, stream.left_at = True, None
+        if stream.producer is None or stream.producer.done():
+            stream.producer = asyncio.create_task(self._produce(stream))
+        attached_at, attached_sent = time.monotonic(), stream.sent_s
+        try:
+            while stream.ended is None:
+                item = await stream.queue.get()
+                if item is None:  # the producer ended the stream (its maximum, a failure, shutdown)
+                    break
+                playing, audio, rate = item
+                step = int(CHUNK_S * rate)
+                for at in range(0, len(audio), step):
+                    chunk = audio[at : at + step]
+                    # pace: never more than burst_s of audio ahead of the clock (since this client attached)
+                    ahead = (stream.sent_s - attached_sent) - (time.monotonic() - attached_at) - s.burst_s
+                    if ahead > 0 and not self.closing:  # shutting down: the segment goes out at once
+                        await asyncio.sleep(ahead)
+                    data = await anyio.to_thread.run_sync(encoder.encode, chunk)
+                    if stream.first_byte is None:
+                        stream.first_byte = time.monotonic()
+                    elif time.monotonic() - attached_at > stream.sent_s - attached_sent + 0.25:
+                        stream.underruns += 1  # the reader's clock passed the audio it had: it waited
+                        metrics.underruns.inc()
+                    stream.sent_s += len(chunk) / rate
+                    metrics.listened.inc(len(chunk) / rate)
+                    yield data
+                if stream.sent_s >= s.max_stream_s:
+                    stream.ended = "maximum length"
+                if self.closing:
+                    stream.ended = "service shutting down"
+            yield await anyio.to_thread.run_sync(encoder.close)
+        finally:
+            stream.attached = False
+            if stream.producer is not None:
+                stream.producer.cancel()  # a client that left stops its stream's work now
+            if stream.ended is None:
+                stream.left_at = time.monotonic()
+            else:
+                self._drop(stream)
+
+    async def _produce(self, stream: Stream) -> None:
+        metrics = stream_metrics()
+        try:
+            while stream.ended is None and not self.closing:
+                index = int(stream.cursor.get("index", 0))
+                taste = await self._taste(stream.listener, int(stream.cursor["seed"]) * 1000 + index)
+                started = time.perf_counter()
+                segment = await self._render(stream.cursor, taste)
+                audio = np.frombuffer(base64.b64decode(segment.pop("audio")), dtype=np.float32)
+                rate = int(segment["sample_rate"])
+                stream.model_version = str(segment.get("model_version", ""))
+                playing = Playing(
+                    index=segment["index"],
+                    start_s=round(segment["start_s"], 3),
+                    duration_s=round(len(audio) / rate, 3),
+                    bpm=round(segment["bpm"], 1),
+                    keyscale=segment["keyscale"],
+                    energy=round(segment["energy"], 3),
+                    phrase_start=segment["phrase_start"],
+                    id=self._sign(segment.get("features") or [], stream.listener),
+                    plan=segment.get("plan"),
+                )
+                stream.cursor = segment["cursor"]
+                stream.segments.append(playing)
+                metrics.segments.inc()
+                measured = playing.index % MEASURE_EVERY == 0
+                wav = await anyio.to_thread.run_sync(wav_bytes, audio[None, :], rate)
+                self._record(stream, playing, wav, time.perf_counter() - started, measured)
+                await stream.queue.put((playing, audio, rate))  # waits while ahead_segments are unsent
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # a renderer that fails ends this stream, not the service
+            log.warning("stream %s: %s", stream.id, err)
+            stream.ended = f"renderer failed: {str(err).splitlines()[0][:200]}"
+            with contextlib.suppress(asyncio.QueueFull):
+                stream.queue.put_nowait(None)
+
+    def close_all_soon(self) -> None:
+        """From a signal handler: close_all on the event loop."""
+        self.closing = True
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.close_all)
+
+    def close_all(self) -> None:
+        """Shutdown: every stream ends after the segment it is sending."""
+        self.closing = True
+        for stream in list(self.streams.values()):
+            if stream.producer is not None:
+                stream.producer.cancel()
+            if not stream.attached:
+                self._drop(stream)
+            else:
+                with contextlib.suppress(asyncio.QueueFull):
+                    stream.queue.put_nowait(None)
+
+    def _drop(self, stream: Stream) -> None:
+        if self.streams.pop(stream.id, None) is not None:
+            stream_metrics().active.dec()
+
+    def _sweep(self) -> None:
+        """Streams whose client left more than resume_s ago are gone."""
+        now = time.monotonic()
+        for stream in list(self.streams.values()):
+            if not stream.attached and stream.left_at is not None and now - stream.left_at > self.settings.resume_s:
+                stream.ended = stream.ended or "client left"
+                self._drop(stream)
+
+
+async def stream_request(
+    hub: StreamHub, query: dict, client: str, limits: dict, catalog: Any, listeners: Any
+) -> tuple[Stream, AudioEncoder]:
+    """GET /stream's query → an open (or resumed) stream and its encoder. ValueError: a bad parameter (400);
+    LookupError: an unknown catalog id or stream (404); StreamLimit: too many streams (429)."""
+    from pydantic import ValidationError
+
+    from bayes_beats.api.identity import NotAListener
+    from bayes_beats.api.imagevibe import ImageError, vibe_from_bytes
+    from bayes_beats.api.schemas import RenderRequest
+
+    if unknown := sorted(set(query) - QUERY):
+        raise ValueError(f"unknown parameter(s) {', '.join(u[:40] for u in unknown[:5])}; allowed: {sorted(QUERY)}")
+    rate = int(limits["sample_rate"])
+    if resume := query.get("resume"):
+        stream = hub.get(resume)
+        if stream is None or stream.ended is not None:
+            raise LookupError("unknown stream id (or it ended): start a new stream")
+        if stream.attached:
+            raise StreamLimit("this stream is playing on another connection")
+        return stream, AudioEncoder(stream.fmt, rate, hub.settings.mp3_compression)
+    fmt = query.get("format", "mp3")
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt[:20]!r}")
+    sources = [k for k in ("prompt", "catalog", "vibe") if query.get(k)]
+    if len(sources) != 1:
+        raise ValueError("give exactly one of prompt, catalog (an id of GET /catalog) or vibe (a token of /vibe)")
+    vibe: dict | None = None
+    if sources == ["catalog"]:
+        entry = catalog.get(query["catalog"][:64])
+        if entry is None:
+            raise LookupError(f"unknown catalog id {query['catalog'][:64]!r}")
+        try:
+            read = (await anyio.to_thread.run_sync(vibe_from_bytes, entry.image)).to_dict()
+        except ImageError as err:
+            raise ValueError(f"catalog image: {err}") from None
+        vibe = {k: read[k] for k in ("caption", "valence", "arousal")} | {"catalog": entry.id}
+        text = f"{read['caption']}. {entry.caption}"[:500]
+    elif sources == ["vibe"]:
+        vibe = listeners.start().vibe(query["vibe"])  # ValueError for a token this service did not sign
+        text = str(vibe["caption"])
+    else:
+        text = query["prompt"]
+    fields = {k: query[k] for k in ("seed", "temperature", "bpm", "keyscale", "energy", "listener") if k in query}
+    try:
+        request = RenderRequest(prompt=text, **fields)
+    except ValidationError as err:
+        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+    if problem := request.beyond(limits):
+        raise ValueError(problem)
+    try:
+        listeners.listener_key(request.listener)
+    except NotAListener as err:
+        raise ValueError(f"listener: {err}") from None
+    cursor = {
+        "prompt": request.prompt,
+        "seed": request.seed,
+        "temperature": request.temperature,
+        "bpm_fixed": request.bpm,
+        "keyscale_fixed": request.keyscale,
+        "energy_fixed": request.energy,
+    }
+    stream = hub.open(cursor, request.listener, client, fmt, vibe)
+    return stream, AudioEncoder(fmt, rate, hub.settings.mp3_compression)
