@@ -29,8 +29,8 @@ def clip() -> bytes:
 
 
 def generation(wav: bytes, prompt: str = "a calm piano evening", **extra) -> Generation:
-    fields = dict(model_version="v1", duration_s=4.0, num_variations=1, temperature=1.0, latency_s=0.4)
-    return Generation(endpoint="generate", prompt=prompt, wav=wav, **{**fields, **extra})
+    fields = dict(endpoint="generate", model_version="v1", duration_s=4.0, num_variations=1, temperature=1.0)
+    return Generation(prompt=prompt, wav=wav, **{**fields, "latency_s": 0.4, **extra})
 
 
 def test_rows_carry_the_prompt_the_audio_features_and_the_clap_score(tmp_path, clip, clap_dir):
@@ -165,6 +165,25 @@ def test_monitor_reads_the_service_log_and_says_when_it_is_missing(monitor_dir, 
     (monitor_dir / "params.yaml").write_text(monitor_params("nowhere.sqlite"))
     done = monitor(monitor_dir)
     assert done.returncode == 2 and "no request log at" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_stream_segments_are_logged_unmeasured_between_samples_and_reported_apart(monitor_dir, clip):
+    log = RequestLog(str(monitor_dir / "requests.sqlite"))
+    for i in range(30):
+        log.record(generation(clip, prompt=f"calm piano evening {i}"))
+    for i in range(6):  # a minute of radio: the first segment measured, the rest only logged
+        log.record(generation(clip, endpoint="stream", duration_s=10.0, measured=i == 0))
+    log.close(timeout_s=600)
+    rows = read_requests(str(monitor_dir / "requests.sqlite"))
+    stream = rows[rows["endpoint"] == "stream"]
+    assert len(stream) == 6 and stream["bpm"].notna().sum() == 1  # logged, one measured
+    (monitor_dir / "params.yaml").write_text(monitor_params("requests.sqlite", window_hours=24))
+    done = monitor(monitor_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((monitor_dir / "metrics/monitor.json").read_text())
+    assert summary["requests"] == 30  # the drift tests see the takes, not the radio
+    assert summary["stream"] == {"segments": 6, "minutes_listened": 1.0, "votes_per_minute_listened": 0.0}
+    assert "bayes_beats_monitor_stream_minutes_listened 1.0" in (monitor_dir / "reports/monitor.prom").read_text()
 
 
 def test_the_log_and_the_monitor_work_on_postgres(postgres, monitor_dir, clip):

@@ -171,6 +171,10 @@ def run(params: Params) -> None:
     vocabulary = set(VOCABULARY.read_text().split())
     reference = pd.read_csv(REFERENCE)
     current = load_current(mp)
+    # the radio's segments are logged (one in six measured): their figures are the stream's, not the drift tests'
+    streamed = current["endpoint"] == "stream" if "endpoint" in current else pd.Series(False, index=current.index)
+    stream = stream_stats(current[streamed], mp)
+    current = current[~streamed]
     log.info("monitor: %d requests against %d reference generations", len(current), len(reference))
     unmeasured = {c for c in AUDIO_COLUMNS + ["mode"] if _empty(current, c) or _empty(reference, c)}
     unmeasured |= {"latency_s"} if _empty(current, "latency_s") else set()
@@ -200,9 +204,10 @@ def run(params: Params) -> None:
             "clap_local_mean": _mean(current, "clap_local"),
             "latency_p95_s": _quantile(current, "latency_s", 0.95),
             "votes": votes,
+            "stream": stream,
         },
     )
-    write_prometheus(n_tests, failed, len(current))
+    write_prometheus(n_tests, failed, len(current), stream)
     if not failed:
         log.info("monitor: all %d tests passed (%s)", n_tests, REPORT)
         return
@@ -212,7 +217,23 @@ def run(params: Params) -> None:
     log.warning("monitor: %s (reported; monitor.fail_on_drift makes this exit 1)", message)
 
 
-def write_prometheus(n_tests: int, failed: list[str], requests: int) -> None:
+def stream_stats(segments: pd.DataFrame, mp: MonitorParams) -> dict:
+    """The radio in the window: segments played, minutes listened, votes per minute listened (all votes in
+    the window: the votes table does not say whether a vote was on a segment or a take)."""
+    from bayes_beats.api.listeners import read_votes
+
+    minutes = float(segments["duration_s"].sum()) / 60 if len(segments) else 0.0
+    location = log_location(mp)
+    votes = None if location.endswith(".csv") else read_votes(location, since_hours=mp.window_hours or None)
+    n_votes = 0 if votes is None else len(votes)
+    return {
+        "segments": len(segments),
+        "minutes_listened": round(minutes, 2),
+        "votes_per_minute_listened": round(n_votes / minutes, 4) if minutes else None,
+    }
+
+
+def write_prometheus(n_tests: int, failed: list[str], requests: int, stream: dict | None = None) -> None:
     """The verdict as gauges, for Prometheus (node-exporter's textfile collector, or a Pushgateway)."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
@@ -223,6 +244,11 @@ def write_prometheus(n_tests: int, failed: list[str], requests: int) -> None:
         "drift_detected": (int(any("Drifted" in f for f in failed)), "1 when the drifted-columns test failed"),
         "requests": (requests, "Requests in the monitored window"),
         "last_run_timestamp_seconds": (datetime.now(UTC).timestamp(), "When the monitor last ran"),
+        "stream_minutes_listened": ((stream or {}).get("minutes_listened") or 0, "Minutes of radio in the window"),
+        "stream_votes_per_minute": (
+            (stream or {}).get("votes_per_minute_listened") or 0,
+            "Votes per minute of radio listened in the window",
+        ),
     }
     for name, (value, help_text) in gauges.items():
         Gauge(f"bayes_beats_monitor_{name}", help_text, registry=registry).set(value)

@@ -138,14 +138,15 @@ class StreamHub:
     def open(self, cursor: dict, listener: str | None, client: str, fmt: str, vibe: dict | None = None) -> Stream:
         self._sweep()
         s = self.settings
-        live = [x for x in self.streams.values() if x.ended is None]
+        live = [x for x in self.streams.values() if x.ended is None]  # the worker's memory: resumable ones too
+        playing = [x for x in live if x.left_at is None]  # the caps: streams a client is on now
         if self.closing:
             raise StreamLimit("the service is shutting down")
         if len(live) >= s.max_streams:
             raise StreamLimit(f"{s.max_streams} streams are open on this worker; retry shortly")
-        if listener is not None and sum(x.listener == listener for x in live) >= s.max_streams_per_listener:
+        if listener is not None and sum(x.listener == listener for x in playing) >= s.max_streams_per_listener:
             raise StreamLimit(f"this listener has {s.max_streams_per_listener} streams open")
-        if sum(x.client == client for x in live) >= s.max_streams_per_client:
+        if sum(x.client == client for x in playing) >= s.max_streams_per_client:
             raise StreamLimit(f"this address has {s.max_streams_per_client} streams open")
         self.loop = asyncio.get_running_loop()
         stream = Stream(secrets.token_urlsafe(12), listener, client, fmt, cursor, vibe)

@@ -37,8 +37,8 @@ def pack(array: np.ndarray | None) -> str | None:
 def unpack(text: str | None, width: int = 1) -> np.ndarray | None:
     if text is None:
         return None
-    flat = np.frombuffer(base64.b64decode(text), dtype=np.float32)
-    return flat.reshape(-1, width) if width > 1 else flat.copy()
+    flat = np.frombuffer(base64.b64decode(text), dtype=np.float32).copy()  # writable
+    return flat.reshape(-1, width) if width > 1 else flat
 
 
 @dataclass
