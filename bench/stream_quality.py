@@ -235,7 +235,9 @@ def summary(rows: list[dict]) -> dict:
         "seam_flux_within_p95_on_beat": np.mean(flat("smooth", "flux_ok_beat")),
         "seam_step_within_p99_9": np.mean(flat("smooth", "step_ok")),
         "seam_loud_within_p95_on_beat": np.mean(flat("smooth", "loud_ok_beat")),
+        "segments": len(flat("keys", "match")),
         "segment_key_matches_plan": np.mean(flat("keys", "match")),
+        "same_plan_pairs": len(flat("keys", "hold")),
         "same_plan_pairs_same_key": np.mean(flat("keys", "hold")),
     }
     if "join_flux_ok" in rows[0]["smooth"]:  # c: its decode switch, and the seam region (seam and switch) as one
@@ -300,6 +302,7 @@ def run(prompts=PROMPTS, seeds=SEEDS, seconds: float = SECONDS, model_dir: str |
         },
         "variants": {v: summary(r) for v, r in per_variant.items()},
         "c_render_rtf_mean": round(float(np.mean([s["c_rtf"] for s in streams])), 3),
+        "c_render_rtf_median": round(float(np.median([s["c_rtf"] for s in streams])), 3),  # shared cores: spikes
         "wall_s": round(time.perf_counter() - start, 1),
         "per_stream": streams,
     }
