@@ -68,7 +68,7 @@ def continuation(radio: Radio, prompt: str, seed: int, seconds: float) -> tuple[
 def alone(radio: Radio, prompt: str, seed: int, segs: list[dict]) -> list[np.ndarray]:
     """Each segment rendered as a first one (no tail, origin 0) with its metas, long enough that its played
     audio (the window less hold_back_s) runs XFADE_S past its new frames, for b's fade-out."""
-    extra = math.ceil((radio.settings.hold_back_s + XFADE_S) * radio.rate) + 1
+    extra = math.ceil((radio.settings.hold_back_s + XFADE_S) * radio.rate) + 1 + radio.overhang_frames
     out = []
     for k, s in enumerate(segs):
         metas = {key: s[key] for key in ("bpm", "keyscale", "energy", "chords")}

@@ -44,7 +44,7 @@ from bayes_beats.api.imagevibe import ImageError, Vibe, vibe_of_file
 from bayes_beats.api.listener_routes import Listeners, client_of
 from bayes_beats.api.listeners import ListenerStore, with_env
 from bayes_beats.api.page import page_app
-from bayes_beats.api.requestlog import Generation, RequestLog
+from bayes_beats.api.requestlog import MEASURE_BACKLOG, Generation, RequestLog
 from bayes_beats.api.schemas import (
     PROMPT_MAX_CHARS,
     Bpm,
@@ -200,7 +200,11 @@ class BayesBeats:
         features = FeaturesParams.model_validate_json(FEATURES) if FEATURES else None
         if features is None and PARAMS.is_file():
             features = load_params(PARAMS).features
-        self.request_log = RequestLog(REQUEST_LOG, clap_dir, features=features) if REQUEST_LOG != "off" else None
+        self.request_log = (
+            RequestLog(REQUEST_LOG, clap_dir, features=features, measure_backlog=MEASURE_BACKLOG)
+            if REQUEST_LOG != "off"
+            else None
+        )
         ids = LISTENERS.start()  # the id key, read once here (a server database without one: no start)
         self.streams = StreamHub(
             STREAM,

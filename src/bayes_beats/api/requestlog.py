@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -63,6 +64,10 @@ requests_table = sa.Table(
 _ROWS: Any = None
 _ROWS_LOCK = threading.Lock()
 OUTCOMES = ("recorded", "dropped", "failed")
+# Measuring a row (librosa features, a CLAP score) costs CPU the serving needs: the worker runs at the lowest
+# priority and scores on one thread; the service also passes measure_backlog=MEASURE_BACKLOG: when more rows
+# wait, rows are written unmeasured (logged, not scored: a sample under load, every row when there is time).
+MEASURE_BACKLOG = 4
 
 
 def rows_counter() -> Any:
@@ -150,6 +155,7 @@ class RequestLog:
         max_queue: int = 256,
         timeout_s: float = 5.0,
         features: FeaturesParams | None = None,
+        measure_backlog: int | None = None,
     ):
         self.url = database_url(location)
         self.clap_dir = clap_dir or None
@@ -157,6 +163,7 @@ class RequestLog:
         # how the audio is measured: the features stage's settings, which a Bento records (`package`); without
         # them (the service from source, `traffic`, tests) the workspace's params.yaml, read on first use
         self.features = features
+        self.measure_backlog = measure_backlog  # None: every row is measured (the traffic stage, tests)
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self._rows = rows_counter()
         self._queue: queue.Queue[Generation | None] = queue.Queue(max_queue)
@@ -194,8 +201,12 @@ class RequestLog:
         return self._engine
 
     def _work(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # Linux: a thread is a task with its own nice value
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while (generation := self._queue.get()) is not None:
             try:
+                if self.measure_backlog is not None and self._queue.qsize() > self.measure_backlog:
+                    generation.measured = False
                 row = self.measure(generation)
                 with self._connect().begin() as connection:
                     connection.execute(requests_table.insert(), [row])
@@ -220,8 +231,11 @@ class RequestLog:
             from bayes_beats.model.scoring import clap_scores
 
             if self._scorer is None:
+                import torch
+
                 from bayes_beats.model.scoring import LocalClapScorer
 
+                torch.set_num_threads(1)  # the API process's torch is this scorer's: on this (niced) thread
                 self._scorer = LocalClapScorer(self.clap_dir)
             clap = float(clap_scores(self._scorer, [g.prompt], [audio.T], sr)[0])
         return {

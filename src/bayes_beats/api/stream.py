@@ -32,6 +32,7 @@ from bayes_beats.music.audio import wav_bytes
 
 log = logging.getLogger(__name__)
 CHUNK_S = 0.5  # audio per write: the pacing's grain
+UNDERRUN_S = 0.05  # a chunk later than this behind a real-time player's clock is an underrun
 MEASURE_EVERY = 6  # segments: the request log measures one in six (features, CLAP), so scoring leaves the CPU
 # to rendering; every segment is logged
 QUERY = {
@@ -167,6 +168,7 @@ class StreamHub:
         if stream.producer is None or stream.producer.done():
             stream.producer = asyncio.create_task(self._produce(stream))
         attached_at, attached_sent = time.monotonic(), stream.sent_s
+        clock: float | None = None  # a real-time player's clock: it starts playing at its first byte
         try:
             while stream.ended is None:
                 item = await stream.queue.get()
@@ -181,11 +183,14 @@ class StreamHub:
                     if ahead > 0 and not self.closing:  # shutting down: the segment goes out at once
                         await asyncio.sleep(ahead)
                     data = await anyio.to_thread.run_sync(encoder.encode, chunk)
-                    if stream.first_byte is None:
-                        stream.first_byte = time.monotonic()
-                    elif time.monotonic() - attached_at > stream.sent_s - attached_sent + 0.25:
-                        stream.underruns += 1  # the reader's clock passed the audio it had: it waited
+                    now = time.monotonic()
+                    stream.first_byte = stream.first_byte or now
+                    clock = clock or now
+                    deficit = (now - clock) - (stream.sent_s - attached_sent)  # played minus what it was sent
+                    if deficit > UNDERRUN_S:
+                        stream.underruns += 1  # a player at real time ran dry and waited for this chunk
                         metrics.underruns.inc()
+                        clock += deficit
                     stream.sent_s += len(chunk) / rate
                     metrics.listened.inc(len(chunk) / rate)
                     yield data

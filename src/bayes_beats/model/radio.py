@@ -114,6 +114,9 @@ class Radio:
         self.sample_rate = generator.sample_rate
         self.hop = int(round(self.sample_rate / self.rate))
         self.tail_frames = max(1, round(settings.tail_s * self.rate))
+        # frames rendered past the next seam and never played: a window's last frames are rendered as a clip's
+        # ending (a fade, no lead-in to a next downbeat); the next segment holds a tail that ends at its seam
+        self.overhang_frames = round(settings.overhang_s * self.rate)
         n_fft = getattr(self.pipe.vae.config, "n_fft", 2048)
         if settings.crossfade_s > settings.hold_back_s or (self.tail_frames - 1) * self.hop < (
             settings.hold_back_s * self.sample_rate + n_fft
@@ -194,7 +197,7 @@ class Radio:
             metas, boundary = self.next_phrase(cursor, taste)
             tail = unpack(cursor.tail, cursor.channels) if cursor.tail else None
             held = 0 if tail is None else len(tail)
-            frames = held + self.new_frames(metas, cursor.tail is None)
+            frames = held + self.new_frames(metas, cursor.tail is None) + self.overhang_frames
             jobs.append((cursor, taste, metas, boundary, tail, held, frames))
         out: list[Segment | None] = [None] * len(jobs)
         groups: dict[int, list[int]] = {}
@@ -249,11 +252,12 @@ class Radio:
         sr, hop = self.sample_rate, self.hop
         fade, keep = int(s.crossfade_s * sr), int(s.hold_back_s * sr)
         tail_frames = self.tail_frames
+        seam = frames - self.overhang_frames  # the next segment's seam: its new frames start here
         window_start = cursor.window_start
         begin = cursor.played_samples - window_start  # the first window sample not yet played
-        end = len(audio) - keep  # kept back from here: the next segment's crossfade
+        end = seam * hop - keep  # kept back from here: the next segment's crossfade (its tail holds this audio)
         fresh = audio[begin : end + fade].astype(np.float32)
-        peak = float(np.abs(audio[held * hop :]).max()) or 1e-6
+        peak = float(np.abs(audio[held * hop : seam * hop]).max()) or 1e-6
         target = PEAK / max(peak, 1e-6)
         start_gain = cursor.gain if cursor.gain is not None else target
         ramp = np.minimum(np.linspace(start_gain, target, len(fresh), dtype=np.float32), target)
@@ -264,18 +268,18 @@ class Radio:
             angle = np.linspace(0, np.pi / 2, n, dtype=np.float32)
             fresh[:n] = previous[:n] * np.cos(angle) + fresh[:n] * np.sin(angle)
         played, kept = fresh[: end - begin], fresh[end - begin :]
-        # the next window starts tail_frames before this one's end; keep its latents and our place
+        # the next window starts tail_frames before the next seam; keep those latents and our place
         next_cursor = Cursor(
             **{
                 **cursor.to_dict(),
                 "index": cursor.index + 1,
                 "played_samples": cursor.played_samples + len(played),
-                "window_start": window_start + (frames - tail_frames) * hop,
+                "window_start": window_start + (seam - tail_frames) * hop,
                 "bpm": metas["bpm"],
                 "keyscale": metas["keyscale"],
                 "energy": metas["energy"],
                 "chords": metas["chords"],
-                "tail": pack(latents[frames - tail_frames :]),
+                "tail": pack(latents[seam - tail_frames : seam]),
                 "held": pack(kept),
                 "gain": target,
                 "channels": latents.shape[-1],

@@ -1,0 +1,235 @@
+"""The radio at real time, on this machine (issue K item 3), side by side in one run: a real `bentoml serve`
+of the registry's champion, clients that play what they receive at real time from their first byte.
+
+- first audio: request → first audio bytes, streams opened one at a time on an idle server;
+- in-process rate of the radio (model.radio, batched as the renderer batches), the limit it implies;
+- N concurrent streams for `seconds` (12 × 300 s by default): underruns (a client that played everything
+  it had and waited), on the client and the server's counter, memory per stream, and /generate answering
+  meanwhile; then the most streams held for 60 s with no underrun, as a share of the in-process limit;
+- 1 000 open/close cycles: threads, open files and memory of the service before and after;
+- /generate throughput, 8 clients of 10-s clips, served (request log scoring on) vs in-process.
+
+    python bench/stream_bench.py [seconds]   # → bench/stream_bench.json; bench/run.py stores it too"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_bench import PROMPTS, load, start  # noqa: E402
+
+OUT = Path(__file__).with_name("stream_bench.json")
+RATE = 22050  # WAV streams: bytes are seconds (2 bytes a sample, mono)
+TOLERANCE_S = 0.05  # a player's clock against its buffer: less than this is not a stall
+
+
+async def play(http: httpx.AsyncClient, url: str, query: str, seconds: float) -> dict:
+    """A listener: opens a WAV stream, plays from its first byte at real time, counts the times it ran dry."""
+    asked = time.perf_counter()
+    first, received, stalls, stalled_s, dry = None, 0.0, 0, 0.0, False
+    # each listener its own address (the service believes X-Forwarded-For from loopback here): the caps are
+    # per address, and the bench is many listeners, not one
+    tag = zlib.crc32(query.encode())
+    client = {"X-Forwarded-For": f"10.{tag % 250}.{tag // 250 % 250}.{tag // 62500 % 250 + 1}"}
+    async with http.stream("GET", f"{url}/stream?{query}&format=wav", headers=client) as response:
+        if response.status_code != 200:
+            return {"status": response.status_code}
+        async for chunk in response.aiter_bytes():
+            now = time.perf_counter()
+            if first is None:
+                first, chunk = now, chunk[44:]  # the header
+            deficit = (now - first) - received  # played so far (clock) minus audio held
+            if deficit > TOLERANCE_S:
+                stalls += not dry
+                stalled_s += deficit
+                first += deficit  # the player waited: its clock resumes with this chunk
+            dry = deficit > TOLERANCE_S
+            received += len(chunk) / 2 / RATE
+            if now - first >= seconds:
+                break
+    return {
+        "first_audio_s": first - asked if first else None,
+        "seconds": received,
+        "stalls": stalls,
+        "stalled_s": stalled_s,
+    }
+
+
+def tree_usage(pid: int) -> dict:
+    """Threads, open files and RSS (MB) of a process and its descendants (the API and renderer workers)."""
+    pids = {pid}
+    for _ in range(3):
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit():
+                try:
+                    if int((p / "stat").read_text().split(")")[1].split()[1]) in pids:
+                        pids.add(int(p.name))
+                except (OSError, IndexError):
+                    continue
+    threads = files = rss = 0
+    for p in pids:
+        try:
+            threads += len(os.listdir(f"/proc/{p}/task"))
+            files += len(os.listdir(f"/proc/{p}/fd"))
+            rss += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            continue
+    return {"threads": threads, "files": files, "rss_mb": round(rss / 1e6, 1)}
+
+
+def server_underruns(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("bayes_beats_stream_underruns_total")
+    )
+
+
+async def concurrent(url: str, pid: int, n: int, seconds: float, probe: bool) -> dict:
+    """n listeners at once for `seconds`; /generate probed every 10 s meanwhile when `probe`."""
+    idle, before = tree_usage(pid), server_underruns(url)
+    probes: list[tuple[int, float]] = []
+    peak: dict = {}
+
+    async def generate_meanwhile(http: httpx.AsyncClient) -> None:
+        await asyncio.sleep(15)
+        while True:
+            began = time.perf_counter()
+            r = await http.post(f"{url}/generate", json={"prompt": "a calm lake at dawn", "duration_s": 10})
+            probes.append((r.status_code, time.perf_counter() - began))
+            await asyncio.sleep(10)
+
+    async def sample_memory() -> None:
+        await asyncio.sleep(min(30, seconds / 2))
+        peak.update(tree_usage(pid))
+
+    limits = httpx.Limits(max_connections=n + 4)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=30), limits=limits) as http:
+        side = [asyncio.create_task(sample_memory())] + (
+            [asyncio.create_task(generate_meanwhile(http))] if probe else []
+        )
+        queries = [f"prompt={PROMPTS[i % len(PROMPTS)]}&seed={i}&temperature=1" for i in range(n)]
+        results = await asyncio.gather(*(play(http, url, q, seconds) for q in queries))
+        for task in side:
+            task.cancel()
+    played = [r for r in results if "stalls" in r]
+    out = {
+        "streams": n,
+        "seconds": seconds,
+        "refused": len(results) - len(played),
+        "client_stalls": sum(r["stalls"] for r in played),
+        "client_stalled_s": round(sum(r["stalled_s"] for r in played), 2),
+        "server_underruns": server_underruns(url) - before,
+        "first_audio_p95_s": round(float(np.percentile([r["first_audio_s"] for r in played], 95)), 3)
+        if played
+        else None,
+        "memory_per_stream_mb": round((peak.get("rss_mb", idle["rss_mb"]) - idle["rss_mb"]) / n, 2),
+    }
+    if probe:
+        out["generate_meanwhile"] = {
+            "requests": len(probes),
+            "ok": sum(code == 200 for code, _ in probes),
+            "p50_s": round(float(np.median([s for _, s in probes])), 2) if probes else None,
+        }
+    return out
+
+
+async def first_audio(url: str, n: int = 5) -> dict:
+    async with httpx.AsyncClient(timeout=120) as http:
+        times = [(await play(http, url, f"prompt={PROMPTS[i]}&seed={i}", 1.0))["first_audio_s"] for i in range(n)]
+    return {"streams": n, "median_s": round(float(np.median(times)), 3), "max_s": round(max(times), 3)}
+
+
+async def cycles(url: str, pid: int, n: int) -> dict:
+    async def once(http: httpx.AsyncClient, i: int) -> None:
+        async with http.stream("GET", f"{url}/stream?prompt=rain&seed={i}&format=wav") as r:
+            async for _ in r.aiter_bytes():
+                break
+
+    async with httpx.AsyncClient(timeout=120) as http:
+        for i in range(10):
+            await once(http, i)
+        await asyncio.sleep(2)
+        before = tree_usage(pid)
+        began = time.perf_counter()
+        for i in range(n):
+            await once(http, i)
+        wall = time.perf_counter() - began
+        await asyncio.sleep(3)
+        after = tree_usage(pid)
+    return {"cycles": n, "seconds": round(wall, 1), "before": before, "after": after}
+
+
+def in_process(streams: int = 8, segments: int = 4) -> dict:
+    """The radio's own rate: audio seconds per second of rendering, one stream and `streams` batched."""
+    from bayes_beats.core import paths
+    from bayes_beats.core.config import load_params
+    from bayes_beats.model.generate import load_generator
+    from bayes_beats.model.radio import Cursor, Radio
+
+    generator = load_generator(paths.FINETUNED, device="cpu")
+    radio = Radio(generator, load_params().stream)
+    out = {}
+    for n in (1, streams):
+        cursors = [Cursor(PROMPTS[i % len(PROMPTS)], i, 1.0) for i in range(n)]
+        cursors = [s.cursor for s in radio.render(cursors, [None] * n)]  # past the short first segment
+        began, audio = time.perf_counter(), 0.0
+        for _ in range(segments):
+            rendered = radio.render(cursors, [None] * n)
+            audio += sum(s.duration_s for s in rendered)
+            cursors = [s.cursor for s in rendered]
+        out[f"real_time_factor_{n}"] = round(audio / (time.perf_counter() - began), 1)
+    # /generate's in-process rate: 8 clients' 10-s clips as the renderer batches them
+    began = time.perf_counter()
+    for i in range(4):
+        generator.generate_with_plans(PROMPTS, 10.0, [i * 8 + j for j in range(8)])
+    out["generate_requests_per_s"] = round(32 / (time.perf_counter() - began), 3)
+    return out
+
+
+def main(seconds: float = 300.0, streams: int = 12, cycle_count: int = 1000) -> dict:
+    results: dict = {"in_process": in_process()}
+    limit = results["in_process"]["real_time_factor_8"]
+    os.environ["BAYES_BEATS_TRUSTED_PROXIES"] = "127.0.0.1/32"
+    proc, url = start(8, None)
+    try:
+        results["first_audio"] = asyncio.run(first_audio(url))
+        results["concurrent"] = asyncio.run(concurrent(url, proc.pid, streams, seconds, probe=True))
+        held = []
+        for n in (16, 24, 32):  # more streams until a listener waits (32: stream.max_streams of a worker)
+            trial = asyncio.run(concurrent(url, proc.pid, n, 60.0, probe=False))
+            held.append(trial)
+            if trial["client_stalls"] or trial["refused"]:
+                break
+        best = max([streams] + [t["streams"] for t in held if not t["client_stalls"] and not t["refused"]])
+        results["most_streams"] = {
+            "held": best,
+            "limit_in_process": limit,
+            "share": round(best / limit, 2),
+            "trials": held,
+        }
+        results["open_close"] = asyncio.run(cycles(url, proc.pid, cycle_count))
+        served = asyncio.run(load(url, 8, 32, 10.0))
+        results["generate_served"] = served
+        results["generate_served_share"] = round(
+            served["requests_per_s"] / results["in_process"]["generate_requests_per_s"], 3
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(120)
+    return results
+
+
+if __name__ == "__main__":
+    out = main(*(float(a) for a in sys.argv[1:2]))
+    OUT.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
