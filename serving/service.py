@@ -337,7 +337,8 @@ class BayesBeats:
         except ValueError as err:
             return JSONResponse({"error": str(err)}, status_code=400)
         headers = {"X-Stream-Id": stream.id, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-        return StreamingResponse(self.streams.body(stream, encoder), media_type=encoder.media_type, headers=headers)
+        body = self.streams.body(stream, encoder, request.is_disconnected)
+        return StreamingResponse(body, media_type=encoder.media_type, headers=headers)
 
     @page.get("/stream/{stream_id}")
     async def stream_status(self, stream_id: str) -> JSONResponse:

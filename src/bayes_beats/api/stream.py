@@ -6,7 +6,7 @@ A `Stream` is a producer task and a bounded queue. The producer asks the rendere
 response body takes segments off the queue, encodes them (`api.encoder`) in a worker thread and sends them
 at real time after a `burst_s` head start, as internet radio does: a client that reads faster than it plays
 does not make the machine render faster. A client that leaves cancels the producer at once; the stream
-stays resumable for `resume_s` (`?resume=ID`: the same plan, from the next unsent segment), then goes.
+stays resumable for `resume_s` (`?resume=ID`: the same plan, from the chunk where it dropped), then goes.
 SIGTERM ends every stream after the segment it is sending (`close_all`)."""
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ class Stream:
     cursor: dict  # model.radio.Cursor as a dict: what the next segment continues
     vibe: dict | None = None
     model_version: str = ""
+    current: tuple | None = None  # (playing, audio, rate, offset) of the segment being sent
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # the client of this attachment left
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue())
     segments: deque = field(default_factory=lambda: deque(maxlen=16))  # recent Playing, sent or queued
     producer: asyncio.Task | None = None
@@ -102,6 +104,7 @@ class Stream:
     first_byte: float | None = None
     sent_s: float = 0.0
     underruns: int = 0
+    rendered: int = 0  # segments rendered for this stream
     attached: bool = False
     left_at: float | None = None
     ended: str | None = None  # why the stream stopped for good
@@ -119,6 +122,7 @@ class Stream:
             "next": [s.to_dict() for s in known if now is None or s.index > now.index],
             "vibe": self.vibe,
             "underruns": self.underruns,
+            "segments_rendered": self.rendered,
             "ended": self.ended,
         }
 
@@ -139,11 +143,10 @@ class StreamHub:
     def open(self, cursor: dict, listener: str | None, client: str, fmt: str, vibe: dict | None = None) -> Stream:
         self._sweep()
         s = self.settings
-        live = [x for x in self.streams.values() if x.ended is None]  # the worker's memory: resumable ones too
-        playing = [x for x in live if x.left_at is None]  # the caps: streams a client is on now
+        playing = [x for x in self.streams.values() if x.ended is None and x.left_at is None]
         if self.closing:
             raise StreamLimit("the service is shutting down")
-        if len(live) >= s.max_streams:
+        if len(playing) >= s.max_streams:
             raise StreamLimit(f"{s.max_streams} streams are open on this worker; retry shortly")
         if listener is not None and sum(x.listener == listener for x in playing) >= s.max_streams_per_listener:
             raise StreamLimit(f"this listener has {s.max_streams_per_listener} streams open")
@@ -160,23 +163,34 @@ class StreamHub:
         self._sweep()
         return self.streams.get(stream_id)
 
-    async def body(self, stream: Stream, encoder: AudioEncoder) -> AsyncIterator[bytes]:
+    async def body(
+        self, stream: Stream, encoder: AudioEncoder, disconnected: Callable[[], Awaitable[bool]] | None = None
+    ) -> AsyncIterator[bytes]:
         """The response body: segments, encoded, at real time after the burst; ends when the stream does.
-        Cancelled (the client left): the producer stops now and the stream waits `resume_s` for a resume."""
+        Cancelled (the client left): the producer stops now and the stream waits `resume_s` for a resume.
+        `disconnected` (Starlette's Request.is_disconnected) is polled: a client that leaves while the body
+        waits for a segment is noticed then, not at the next write."""
         s, metrics = self.settings, stream_metrics()
         stream.attached, stream.left_at = True, None
+        stream.gone = asyncio.Event()
         if stream.producer is None or stream.producer.done():
             stream.producer = asyncio.create_task(self._produce(stream))
+        watcher = asyncio.create_task(self._watch(stream, disconnected)) if disconnected else None
         attached_at, attached_sent = time.monotonic(), stream.sent_s
         clock: float | None = None  # a real-time player's clock: it starts playing at its first byte
         try:
             while stream.ended is None:
-                item = await stream.queue.get()
-                if item is None:  # the producer ended the stream (its maximum, a failure, shutdown)
+                # a resume goes on where the connection dropped: the rest of the segment it was sending
+                item = stream.current or (*(await self._next(stream) or (None, None, 0)), 0)
+                if stream.gone.is_set():  # the client left while this waited: a resume starts with this segment
+                    stream.current = item if item[0] is not None else stream.current
+                    return
+                if item[0] is None:  # the producer ended the stream (its maximum, a failure, shutdown)
                     break
-                playing, audio, rate = item
+                playing, audio, rate, start = item
                 step = int(CHUNK_S * rate)
-                for at in range(0, len(audio), step):
+                for at in range(start, len(audio), step):
+                    stream.current = (playing, audio, rate, at)
                     chunk = audio[at : at + step]
                     # pace: never more than burst_s of audio ahead of the clock (since this client attached)
                     ahead = (stream.sent_s - attached_sent) - (time.monotonic() - attached_at) - s.burst_s
@@ -194,19 +208,46 @@ class StreamHub:
                     stream.sent_s += len(chunk) / rate
                     metrics.listened.inc(len(chunk) / rate)
                     yield data
+                stream.current = None
                 if stream.sent_s >= s.max_stream_s:
                     stream.ended = "maximum length"
                 if self.closing:
                     stream.ended = "service shutting down"
             yield await anyio.to_thread.run_sync(encoder.close)
         finally:
-            stream.attached = False
-            if stream.producer is not None:
-                stream.producer.cancel()  # a client that left stops its stream's work now
-            if stream.ended is None:
-                stream.left_at = time.monotonic()
-            else:
-                self._drop(stream)
+            if watcher is not None:
+                watcher.cancel()
+            self._leave(stream)
+
+    @staticmethod
+    async def _next(stream: Stream) -> tuple | None:
+        """The next queued segment, or None when the client leaves first."""
+        getter = asyncio.ensure_future(stream.queue.get())
+        gone = asyncio.ensure_future(stream.gone.wait())
+        try:
+            await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not getter.done():
+                getter.cancel()
+        return getter.result() if getter.done() and not getter.cancelled() else None
+
+    def _leave(self, stream: Stream) -> None:
+        stream.attached = False
+        if stream.producer is not None:
+            stream.producer.cancel()  # a client that left stops its stream's work now
+        if stream.ended is None:
+            stream.left_at = stream.left_at or time.monotonic()
+        else:
+            self._drop(stream)
+
+    async def _watch(self, stream: Stream, disconnected: Callable[[], Awaitable[bool]]) -> None:
+        while stream.attached:
+            if await disconnected():
+                self._leave(stream)
+                stream.gone.set()  # wakes a body waiting for a segment: it ends
+                return
+            await asyncio.sleep(0.25)
 
     async def _produce(self, stream: Stream) -> None:
         metrics = stream_metrics()
@@ -232,6 +273,7 @@ class StreamHub:
                 )
                 stream.cursor = segment["cursor"]
                 stream.segments.append(playing)
+                stream.rendered += 1
                 metrics.segments.inc()
                 measured = playing.index % MEASURE_EVERY == 0
                 wav = await anyio.to_thread.run_sync(wav_bytes, audio[None, :], rate)
@@ -268,8 +310,13 @@ class StreamHub:
             stream_metrics().active.dec()
 
     def _sweep(self) -> None:
-        """Streams whose client left more than resume_s ago are gone."""
+        """Streams whose client left more than resume_s ago are gone, and past max_streams resumable ones
+        the oldest go (their memory: a few segments each)."""
         now = time.monotonic()
+        left = sorted((x for x in self.streams.values() if x.left_at is not None), key=lambda x: x.left_at or 0)
+        for stream in left[: max(0, len(left) - self.settings.max_streams)]:
+            stream.ended = stream.ended or "client left"
+            self._drop(stream)
         for stream in list(self.streams.values()):
             if not stream.attached and stream.left_at is not None and now - stream.left_at > self.settings.resume_s:
                 stream.ended = stream.ended or "client left"
