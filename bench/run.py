@@ -152,6 +152,8 @@ def main() -> None:
     import model_bench
     import plans
     import serve_bench
+    import stream_bench
+    import stream_quality
     import vibe_follow
 
     here = machine()
@@ -168,6 +170,8 @@ def main() -> None:
         "vibe_follow": vibe_follow.main(),  # unseen scene captions, 3 seeds: does the audio follow the vibe
         "plans": plans.main(),  # the plan distribution: calibration, entropy, takes' spread vs seeds alone
         "listeners": listeners.main(),  # simulated listeners: does the taste posterior learn them
+        "stream_quality": stream_quality.run(),  # the radio's seams: concatenation / crossfade / continuation
+        "stream": stream_bench.main(),  # the radio at real time: first audio, concurrent streams, leaks
     }
     for name, entry in results.items():
         if name != "machine":
@@ -218,6 +222,33 @@ def write_table(r: dict, out: Path) -> None:
         ),
         ("`dvc repro`, the real pipeline, nothing changed", f"{r['noop_dvc_repro']['seconds']} s", ""),
     ]
+    if "stream" in r:
+        st, q = r["stream"], r["stream_quality"]["variants"]
+        c = st["concurrent"]
+        rows += [
+            ("Radio: first audio", f"median {st['first_audio']['median_s']} s, max {st['first_audio']['max_s']} s", ""),
+            (
+                f"Radio: {c['streams']} streams × {c['seconds']:.0f} s",
+                f"{c['client_stalls']} client stalls, {c['server_underruns']:.0f} server underruns, "
+                f"{c['memory_per_stream_mb']} MB a stream",
+                f"/generate meanwhile: {c['generate_meanwhile']['ok']}/{c['generate_meanwhile']['requests']} ok",
+            ),
+            (
+                "Radio: most streams with no stall",
+                f"{st['most_streams']['held']} (in-process limit {st['most_streams']['limit_in_process']})",
+                f"{st['most_streams']['share']:.0%} of the limit",
+            ),
+            (
+                "Served /generate, 8 clients, vs in-process",
+                f"{st['generate_served']['requests_per_s']} vs {st['in_process']['generate_requests_per_s']} req/s",
+                f"{st['generate_served_share']:.0%}",
+            ),
+            (
+                "Radio seams within 40 ms: concat / crossfade / continuation",
+                " / ".join(str(q[v]["seam_jump_within_40ms"]) for v in ("a_concat", "b_xfade", "c_continue")),
+                "",
+            ),
+        ]
     soak_file = Path("bench/soak.json")  # `make soak` (10 min), not part of `make bench`
     if soak_file.is_file():
         soak = json.loads(soak_file.read_text())

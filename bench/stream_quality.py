@@ -253,7 +253,7 @@ def summary(rows: list[dict]) -> dict:
 def run(prompts=PROMPTS, seeds=SEEDS, seconds: float = SECONDS, model_dir: str | None = None) -> dict:
     from bayes_beats.model.generate import load_generator
 
-    model_dir = model_dir or next(d for d in ("models/finetuned", "/tmp/demo/models/finetuned") if Path(d).exists())
+    model_dir = model_dir or "models/finetuned"  # `make bench` runs after `make demo`, in the repo root
     start = time.perf_counter()
     radio = Radio(load_generator(model_dir, device="cpu"), load_params().stream)
     sr, hop, join = radio.sample_rate, radio.hop, radio.settings.hold_back_s

@@ -280,13 +280,17 @@ def test_a_reader_that_does_not_read_holds_a_bounded_number_of_segments(served):
         assert rendered_end - state["sent_s"] <= (SETTINGS.ahead_segments + 2) * longest  # bounded, never a backlog
 
 
-def test_streams_are_capped_per_listener(served):
+def test_streams_are_capped_per_listener_and_per_address(served):
     url = served[0]
     me = httpx.post(f"{url}/listener", timeout=30).json()["listener"]
     readers = [Reader(url, f"prompt=rain&listener={me}&format=wav") for _ in range(SETTINGS.max_streams_per_listener)]
     try:
         r = httpx.get(f"{url}/stream?prompt=rain&listener={me}", timeout=30)
-        assert r.status_code == 429 and "streams open" in r.json()["error"] and r.headers["retry-after"]
+        assert r.status_code == 429 and "listener has" in r.json()["error"] and r.headers["retry-after"]
+        more = SETTINGS.max_streams_per_client - len(readers)  # the same address, anonymous
+        readers += [Reader(url, "prompt=rain&format=wav") for _ in range(more)]
+        r = httpx.get(f"{url}/stream?prompt=rain", timeout=30)
+        assert r.status_code == 429 and "this address has" in r.json()["error"]
     finally:
         for reader in readers:
             reader.close()

@@ -63,7 +63,6 @@ def stream_metrics() -> Any:
         underruns = Counter("bayes_beats_stream_underruns", "Times a real-time reader waited for audio", registry=None)
         listened = Counter("bayes_beats_stream_listened_seconds", "Seconds of stream audio sent", registry=None)
         segments = Counter("bayes_beats_stream_segments", "Stream segments rendered", registry=None)
-        votes = Counter("bayes_beats_stream_votes", "Votes on stream segments", registry=None)
 
     return _M
 
@@ -256,7 +255,7 @@ class StreamHub:
                 index = int(stream.cursor.get("index", 0))
                 taste = await self._taste(stream.listener, int(stream.cursor["seed"]) * 1000 + index)
                 started = time.perf_counter()
-                segment = await self._render(stream.cursor, taste)
+                segment = await self._render_retrying(stream.cursor, taste)
                 audio = np.frombuffer(base64.b64decode(segment.pop("audio")), dtype=np.float32)
                 rate = int(segment["sample_rate"])
                 stream.model_version = str(segment.get("model_version", ""))
@@ -286,6 +285,19 @@ class StreamHub:
             stream.ended = f"renderer failed: {str(err).splitlines()[0][:200]}"
             with contextlib.suppress(asyncio.QueueFull):
                 stream.queue.put_nowait(None)
+
+    async def _render_retrying(self, cursor: dict, taste: list[float] | None, attempts: int = 3) -> dict:
+        """A segment is seeded by its cursor: asking again is safe, and a renderer that dropped a connection
+        (an idle keep-alive closed as it was picked up, a worker restarting) should not end a stream."""
+        for attempt in range(attempts):
+            try:
+                return await self._render(cursor, taste)
+            except Exception as err:  # noqa: BLE001 (the last attempt raises it)
+                if attempt == attempts - 1:
+                    raise
+                log.info("stream segment: %s; asking again", str(err).splitlines()[0][:200])
+                await asyncio.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def close_all_soon(self) -> None:
         """From a signal handler: close_all on the event loop."""
