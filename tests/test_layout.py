@@ -147,7 +147,10 @@ def test_params_sections_are_stage_names():
     from bayes_beats.core.config import Params
 
     shared = {"data", "model"}  # read by several stages
-    shared |= {"listeners"}  # read by the service (the vote store's limits), recorded in the Bento by `package`
+    shared |= {
+        "listeners",
+        "stream",
+    }  # read by the service (vote limits, the radio), recorded in the Bento by `package`
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(params) - shared <= stages(), (
         f"params.yaml sections that are not stages: {set(params) - shared - stages()}"

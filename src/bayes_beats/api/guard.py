@@ -44,7 +44,8 @@ MAX_FORM_FIELDS, MAX_FORM_FILES = 32, 4
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # what BentoML reads as a form
 BODYLESS_METHODS = {"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"}
 MAX_CONCURRENCY = 64  # requests past the body read at once (per worker); more: 429, as BentoML answers
-UNCOUNTED = frozenset({"/metrics", "/healthz", "/livez", "/readyz"})  # probes: no metrics, no concurrency slot
+# probes: no metrics, no concurrency slot; and the radio, whose responses last hours: its own caps and metrics
+UNCOUNTED = frozenset({"/metrics", "/healthz", "/livez", "/readyz", "/stream"})
 
 logger = logging.getLogger("bayes_beats.guard")
 
