@@ -330,6 +330,7 @@ def test_package_builds_a_bento_that_serves_the_champion_behind_an_api_key(regis
         "clap_tag": built["clap_model"],
         "features": features,
         "listeners": listeners,
+        "stream": params_with().stream.model_dump_json(),  # the radio's settings (issue K)
     }
     served = {m["tag"] for service in manifest["services"] for m in service["models"] or []}
     assert served == {built["model"], built["clap_model"]}  # what `bentoml containerize` puts in the image
