@@ -95,9 +95,11 @@ def server_underruns(url: str) -> float:
 
 
 async def concurrent(url: str, pid: int, n: int, seconds: float, probe: bool) -> dict:
-    """n listeners at once for `seconds`; /generate probed every 10 s meanwhile when `probe`."""
+    """n listeners at once for `seconds`; when `probe`, meanwhile a /generate every 10 s and, from the
+    second minute, one more listener at a time (5, each for 10 s): first audio on a loaded server."""
     idle, before = tree_usage(pid), server_underruns(url)
     probes: list[tuple[int, float]] = []
+    joined: list[float] = []
     peak: dict = {}
 
     async def generate_meanwhile(http: httpx.AsyncClient) -> None:
@@ -108,6 +110,13 @@ async def concurrent(url: str, pid: int, n: int, seconds: float, probe: bool) ->
             probes.append((r.status_code, time.perf_counter() - began))
             await asyncio.sleep(10)
 
+    async def join_meanwhile(http: httpx.AsyncClient) -> None:
+        await asyncio.sleep(min(60, seconds / 2))
+        for i in range(5):
+            result = await play(http, url, f"prompt={PROMPTS[i]}, late&seed={100 + i}", 10.0)
+            joined.append(result["first_audio_s"])
+            await asyncio.sleep(5)
+
     async def sample_memory() -> None:
         await asyncio.sleep(min(30, seconds / 2))
         peak.update(tree_usage(pid))
@@ -115,7 +124,7 @@ async def concurrent(url: str, pid: int, n: int, seconds: float, probe: bool) ->
     limits = httpx.Limits(max_connections=n + 4)
     async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=30), limits=limits) as http:
         side = [asyncio.create_task(sample_memory())] + (
-            [asyncio.create_task(generate_meanwhile(http))] if probe else []
+            [asyncio.create_task(generate_meanwhile(http)), asyncio.create_task(join_meanwhile(http))] if probe else []
         )
         queries = [f"prompt={PROMPTS[i % len(PROMPTS)]}&seed={i}&temperature=1" for i in range(n)]
         results = await asyncio.gather(*(play(http, url, q, seconds) for q in queries))
@@ -129,6 +138,7 @@ async def concurrent(url: str, pid: int, n: int, seconds: float, probe: bool) ->
         "client_stalls": sum(r["stalls"] for r in played),
         "client_stalled_s": round(sum(r["stalled_s"] for r in played), 2),
         "server_underruns": server_underruns(url) - before,
+        "first_audio_median_s": round(float(np.median([r["first_audio_s"] for r in played])), 3) if played else None,
         "first_audio_p95_s": round(float(np.percentile([r["first_audio_s"] for r in played], 95)), 3)
         if played
         else None,
@@ -139,6 +149,11 @@ async def concurrent(url: str, pid: int, n: int, seconds: float, probe: bool) ->
             "requests": len(probes),
             "ok": sum(code == 200 for code, _ in probes),
             "p50_s": round(float(np.median([s for _, s in probes])), 2) if probes else None,
+        }
+        out["first_audio_joining"] = {
+            "streams": len(joined),
+            "median_s": round(float(np.median(joined)), 3) if joined else None,
+            "max_s": round(max(joined), 3) if joined else None,
         }
     return out
 

@@ -5,7 +5,7 @@ Unseen lo-fi vibes × seeds, 60-s streams, three ways to make the same minute fr
   b_xfade    the same lone segments joined by a short equal-power crossfade at each seam;
   c_continue what `Radio` plays: each segment continues the last (held latents, crossfade inside the tail).
 The continuation stream is rendered first; each of its segments' metas (bpm, key, energy, chords) is then
-rendered alone with `Radio._render_group` and held_frames=0, so a/b differ from c only in the continuation.
+rendered alone with `Radio.render_group` and no tail, so a/b differ from c only in the continuation.
 
 Seams are where a segment's new latents start (cumulative new frames, the same sample in all three); c also
 switches decodes `hold_back_s` earlier (its "join"), scored apart and together with its seam."""
@@ -23,7 +23,7 @@ import numpy as np
 from bayes_beats.core.config import load_params
 from bayes_beats.evaluate import TEMPO_TOLERANCE, read_key
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
-from bayes_beats.model.radio import Cursor, Radio
+from bayes_beats.model.radio import Cursor, Job, Radio
 from bayes_beats.music.analysis import BEAT_HOP
 from bayes_beats.music.theory import parse_keyscale
 
@@ -54,7 +54,9 @@ def continuation(radio: Radio, prompt: str, seed: int, seconds: float) -> tuple[
         seg = radio.render([cursor], [None])[0]
         spent += time.perf_counter() - start
         metas = {"bpm": seg.bpm, "keyscale": seg.keyscale, "energy": seg.energy, "chords": seg.cursor.chords}
-        segs.append({**metas, "phrase_start": seg.phrase_start, "new": radio.new_frames(metas, not segs)})
+        segs.append(
+            {**metas, "phrase_start": seg.phrase_start, "new": radio.job(cursor, None).new, "beat": cursor.beat}
+        )
         # the seam (where its new latents start) is hold_back_s after its audio starts: the crossfade's place
         assert (
             not audio or seg.start_s + radio.settings.hold_back_s - sum(s["new"] for s in segs[:-1]) / radio.rate < 1e-3
@@ -72,9 +74,9 @@ def alone(radio: Radio, prompt: str, seed: int, segs: list[dict]) -> list[np.nda
     out = []
     for k, s in enumerate(segs):
         metas = {key: s[key] for key in ("bpm", "keyscale", "energy", "chords")}
-        frames = s["new"] + extra
-        job = (Cursor(prompt, seed, DEFAULT_TEMPERATURE, index=k), None, metas, s["phrase_start"], None, 0, frames)
-        audio = radio._render_group([job], frames)[0].audio
+        cursor = Cursor(prompt, seed, DEFAULT_TEMPERATURE, index=k, beat=s["beat"])
+        job = Job(cursor, None, metas, s["phrase_start"], beats=0, new=s["new"] + extra - radio.overhang_frames)
+        audio = radio.render_group([job])[0].audio
         assert len(audio) >= s["new"] * radio.hop + XFADE_S * radio.sample_rate
         out.append(audio)
     return out

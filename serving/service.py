@@ -1,8 +1,11 @@
 """Bayes' Beats as a BentoML service: image → vibe → music, text → music, and the web page.
 
 Two services, composed: `Renderer` holds the model (loaded once, on the GPU in production) and batches
-generation across concurrent requests (BentoML adaptive batching: different prompts, one pipeline call);
-`BayesBeats` is the public API (validation, image vibe, catalog, page) and calls the renderer.
+generation across concurrent requests on a GPU (BentoML adaptive batching: different prompts, one pipeline
+call); on CPU it renders one request per core at once instead (BentoML's `threads`, torch single-threaded:
+the tiny DiT's small matrices gain nothing from two intra-op threads, 40 % more audio a second from two
+renders side by side; docs/design.md "The stream"). `BayesBeats` is the public API (validation, image vibe,
+catalog, page) and calls the renderer.
 
 Model: the champion imported into the BentoML store by the `package` stage, whose exact tag the Bento
 records (Bento arguments `model_tag`, `clap_tag`: a newer model in the store changes nothing; served from
@@ -76,8 +79,11 @@ os.environ.setdefault("BENTOML_NO_UDS", "1")
 BUILT_WITH = bentoml.use_arguments()  # the Bento's arguments, recorded by `bayes-beats package`; from source: none
 MODEL_TAG = getattr(BUILT_WITH, "model_tag", "bayes-beats:latest")
 MODEL_URI = os.environ.get("BAYES_BEATS_MODEL_URI", "")
-MAX_BATCH = int(os.environ.get("BAYES_BEATS_MAX_BATCH", "8"))  # 1 = unbatched (for the benchmark)
 GPU = os.environ.get("BAYES_BEATS_GPU", "0") == "1"
+MAX_BATCH = int(os.environ.get("BAYES_BEATS_MAX_BATCH", "8" if GPU else "1"))  # 1 = unbatched
+CPU_CORES = int(os.environ.get("BAYES_BEATS_CPU_CORES", "2"))  # the renderer's (its resources; a pod's CPU request)
+# renders at once: on CPU one a core, each single-threaded; on a GPU one batch at a time
+RENDER_THREADS = 1 if GPU else CPU_CORES
 REQUEST_LOG = os.environ.get("BAYES_BEATS_REQUEST_LOG", "requests.sqlite")
 CLAP_DIR = os.environ.get("BAYES_BEATS_CLAP_DIR")  # unset: the Bento's CLAP model; "": no clap_local score
 CLAP_TAG = getattr(BUILT_WITH, "clap_tag", "bayes-beats-clap:latest")
@@ -133,8 +139,9 @@ GENERATOR_LIMITS = set(
 
 @bentoml.service(
     name="renderer",
-    resources={"gpu": 1} if GPU else {"cpu": "2"},
+    resources={"gpu": 1} if GPU else {"cpu": str(CPU_CORES)},
     traffic={"timeout": 300, "max_concurrency": 64},
+    threads=RENDER_THREADS,
 )
 class Renderer:
     bento_model = bentoml.models.BentoModel(MODEL_TAG) if not MODEL_URI else None
@@ -142,6 +149,10 @@ class Renderer:
     def __init__(self) -> None:
         from bayes_beats.model.radio import Radio
 
+        if RENDER_THREADS > 1 and not GPU:
+            import torch
+
+            torch.set_num_threads(1)  # the cores go to renders side by side, one each
         self.generator, self.version = _load_generator(self.bento_model)
         self.radio = Radio(self.generator, STREAM)
 

@@ -5,6 +5,7 @@ at a segment boundary, the request log and /metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -23,9 +24,10 @@ import torch
 from conftest import champion_env, champion_served, start_service
 
 from bayes_beats.api.encoder import AudioEncoder
+from bayes_beats.api.turns import RenderTurns
 from bayes_beats.core.config import load_params
 from bayes_beats.model.generate import load_generator
-from bayes_beats.model.radio import Cursor, Radio, relative
+from bayes_beats.model.radio import BEATS_PER_BAR, Cursor, Radio, relative
 
 SETTINGS = load_params().stream
 
@@ -80,6 +82,53 @@ def test_segments_join_end_to_end_the_plan_moves_only_at_phrases_and_a_cursor_is
 
 def test_a_modulation_goes_to_the_relative_key():
     assert relative("C major") == "A minor" and relative("A minor") == "C major" and relative("F# minor") == "A major"
+
+
+def test_segments_are_whole_bars_ramp_up_and_a_phrase_ends_with_its_progression(generator):
+    radio = Radio(generator, SETTINGS)
+    cursor, lengths = Cursor("sunny beach with friends", seed=2, temperature=1.0), []
+    for index in range(2 * SETTINGS.phrase_segments):
+        job = radio.job(cursor, None)
+        beat_s = 60.0 / job.metas["bpm"]
+        assert job.beats % BEATS_PER_BAR == 0 or (index + 1) % SETTINGS.phrase_segments == 0  # whole bars
+        assert job.new == round(job.beats * beat_s * radio.rate)
+        if index % SETTINGS.phrase_segments == 0:
+            assert cursor.beat == 0  # a phrase (a new plan) starts on its progression's first chord
+        segment = radio.render([cursor], [None])[0]
+        lengths.append(job.beats * beat_s)
+        cursor = segment.cursor
+        assert cursor.beat == (job.cursor.beat + job.beats) % len(job.metas["chords"])
+    assert lengths[0] <= SETTINGS.first_segment_s + 4 * beat_s  # first audio soon: a bar or so
+    assert lengths[1] > lengths[0]  # then longer, so a stream gets ahead
+    assert max(lengths) <= 1.5 * SETTINGS.segment_s + 4 * beat_s
+
+
+def test_render_turns_go_to_the_earliest_deadline_and_a_leaver_passes_its_turn():
+    async def scenario() -> list[str]:
+        turns, order = RenderTurns(in_flight=1), []
+        release = asyncio.Event()
+
+        async def render(name: str, deadline: float, hold: asyncio.Event | None = None) -> None:
+            async with turns.turn(deadline):
+                order.append(name)
+                if hold is not None:
+                    await hold.wait()
+
+        first = asyncio.create_task(render("busy", 0.0, release))
+        await asyncio.sleep(0)
+        late = asyncio.create_task(render("late", 30.0))
+        leaver = asyncio.create_task(render("leaver", 1.0))
+        urgent = asyncio.create_task(render("urgent", 5.0))
+        await asyncio.sleep(0)
+        assert turns.busy == 1 and turns.waiting == 3  # one at the renderer, the rest wait
+        leaver.cancel()  # its client left while it waited: the turn goes past it
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(first, late, urgent)
+        assert turns.busy == 0 and turns.waiting == 0
+        return order
+
+    assert asyncio.run(scenario()) == ["busy", "urgent", "late"]
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "ogg", "wav"])
@@ -273,7 +322,7 @@ def test_a_reader_that_does_not_read_holds_a_bounded_number_of_segments(served):
             time.sleep(5)  # read nothing
             checks.append((time.monotonic() - started, status(url, stream_id)))
     client.close()
-    longest = SETTINGS.segment_s * 1.3  # whole progressions: a segment may run past segment_s
+    longest = SETTINGS.segment_s * 1.5  # whole bars, a phrase's last to its progression's end: past segment_s
     for elapsed, state in checks:
         assert state["sent_s"] <= elapsed + SETTINGS.burst_s + 1.0  # paced (± a 0.5-s chunk): real time
         rendered_end = max(s["start_s"] + s["duration_s"] for s in rendered(state))

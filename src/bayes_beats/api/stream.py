@@ -27,6 +27,7 @@ import anyio
 import numpy as np
 
 from bayes_beats.api.encoder import FORMATS, AudioEncoder
+from bayes_beats.api.turns import RenderTurns
 from bayes_beats.core.config import StreamParams
 from bayes_beats.music.audio import wav_bytes
 
@@ -102,11 +103,20 @@ class Stream:
     started: float = field(default_factory=time.monotonic)
     first_byte: float | None = None
     sent_s: float = 0.0
+    rendered_s: float = 0.0
+    origin: float | None = None  # when audio position 0 would have played, for the listener attached now
     underruns: int = 0
     rendered: int = 0  # segments rendered for this stream
     attached: bool = False
     left_at: float | None = None
     ended: str | None = None  # why the stream stopped for good
+
+    def deadline(self) -> float:
+        """When the listener runs out of what was rendered (monotonic time); a stream not yet playing: when it
+        was opened, so new streams' first segments go first."""
+        if self.origin is not None:
+            return self.origin + self.rendered_s
+        return (self.started if self.rendered_s == 0 else time.monotonic()) + self.rendered_s
 
     def status(self) -> dict:
         """The segment playing now (by the audio sent and the time since the first byte) and what follows."""
@@ -138,6 +148,7 @@ class StreamHub:
         self.streams: dict[str, Stream] = {}
         self.closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.turns = RenderTurns(settings.renders_in_flight)
 
     def open(self, cursor: dict, listener: str | None, client: str, fmt: str, vibe: dict | None = None) -> Stream:
         self._sweep()
@@ -170,7 +181,7 @@ class StreamHub:
         `disconnected` (Starlette's Request.is_disconnected) is polled: a client that leaves while the body
         waits for a segment is noticed then, not at the next write."""
         s, metrics = self.settings, stream_metrics()
-        stream.attached, stream.left_at = True, None
+        stream.attached, stream.left_at, stream.origin = True, None, None
         stream.gone = asyncio.Event()
         if stream.producer is None or stream.producer.done():
             stream.producer = asyncio.create_task(self._produce(stream))
@@ -204,6 +215,7 @@ class StreamHub:
                         stream.underruns += 1  # a player at real time ran dry and waited for this chunk
                         metrics.underruns.inc()
                         clock += deficit
+                    stream.origin = clock - attached_sent
                     stream.sent_s += len(chunk) / rate
                     metrics.listened.inc(len(chunk) / rate)
                     yield data
@@ -255,7 +267,8 @@ class StreamHub:
                 index = int(stream.cursor.get("index", 0))
                 taste = await self._taste(stream.listener, int(stream.cursor["seed"]) * 1000 + index)
                 started = time.perf_counter()
-                segment = await self._render_retrying(stream.cursor, taste)
+                async with self.turns.turn(stream.deadline()):
+                    segment = await self._render_retrying(stream.cursor, taste)
                 audio = np.frombuffer(base64.b64decode(segment.pop("audio")), dtype=np.float32)
                 rate = int(segment["sample_rate"])
                 stream.model_version = str(segment.get("model_version", ""))
@@ -273,6 +286,7 @@ class StreamHub:
                 stream.cursor = segment["cursor"]
                 stream.segments.append(playing)
                 stream.rendered += 1
+                stream.rendered_s += playing.duration_s
                 metrics.segments.inc()
                 measured = playing.index % MEASURE_EVERY == 0
                 wav = await anyio.to_thread.run_sync(wav_bytes, audio[None, :], rate)

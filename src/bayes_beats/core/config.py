@@ -260,6 +260,7 @@ class StreamParams(Section):
     max_tempo_step: float = Field(ge=0, le=0.5)  # a phrase's tempo moves at most this share toward a fresh draw
     energy_step: float = Field(ge=0, le=1)  # and its energy this share of the way
     ahead_segments: int = Field(ge=1)  # rendered and not yet sent: then the stream waits (backpressure)
+    renders_in_flight: int = Field(ge=1)  # a worker's segments at the renderer at once, earliest deadline first
     burst_s: float = Field(ge=0)  # audio sent ahead of real time at the start (a player's buffer), then real time
     max_stream_s: float = Field(gt=0)  # a stream ends after this long
     max_streams: int = Field(ge=1)  # open streams in one API worker

@@ -160,6 +160,7 @@ class Generator:
         keyscale: str | None = None,
         energy: float | None = None,
         taste: list[float] | None = None,
+        embedding: torch.Tensor | None = None,
     ) -> tuple[Plan, list[dict]]:
         """The plan of every take (prompt i's takes are items i * num_variations + j; `seeds` per prompt) and
         what each drew: {bpm, keyscale, energy, features, plan}. A prompt's takes are stratified draws of its
@@ -168,7 +169,8 @@ class Generator:
         replace the draw. Key and progression are drawn per (prompt, seed): the tonic carries no mood."""
         pipe, z = self.pipe, None
         takes = take_seeds(seeds, num_variations)
-        embedding = pipe.embed(prompts) if pipe.planner is not None else None
+        if embedding is None and pipe.planner is not None:  # a caller that has the prompts' embeddings passes them
+            embedding = pipe.embed(prompts)
         dists = self.distributions(prompts, embedding)
         if embedding is not None and pipe.prompt_head is not None:
             # the prompt head's mean conditions the DiT's text tokens; the variations are the plan's draws,

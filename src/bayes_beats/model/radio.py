@@ -1,8 +1,11 @@
 """The radio's music: an endless piece, segment by segment, each one continuing the last.
 
-A segment is whole progressions of its tempo (about `segment_s`), rendered in a window that starts with
+A segment is whole bars of its tempo (about `segment_s`; the first `first_segment_s`, the next ones twice
+as long as the one before until `segment_s`, so first audio comes soon and a stream gets ahead fast), and a
+phrase's last segment ends with its progression. It is rendered in a window that starts with
 the previous segment's tail (`tail_s` of its latents, held by the sampler: `VibePipeline.__call__`'s
-`held_latents`), its sketch's strong beat at the seam, so the beat grid, key and timbre run on. Its audio is
+`held_latents`), its sketch's downbeat at the seam, the progression going on from the beat it had
+reached, so the beat grid, the chords, key and timbre run on. Its audio is
 decoded with the tail and joined to what was played inside the tail, where both decodes render the same
 latents (an equal-power crossfade of `crossfade_s`, `hold_back_s` before the seam), at a gain that ramps
 instead of jumping. The plan moves only every `phrase_segments` segments: a tempo step toward a fresh draw
@@ -28,6 +31,7 @@ from bayes_beats.model.sketch import transpose
 from bayes_beats.music.theory import PITCH_CLASSES, parse_keyscale
 
 PEAK = 10.0 ** (-1.0 / 20.0)  # -1 dBFS, as the pipeline normalises a clip
+BEATS_PER_BAR = 4  # the metas' time signature (text.format_prompt)
 
 
 def pack(array: np.ndarray | None) -> str | None:
@@ -58,6 +62,7 @@ class Cursor:
     keyscale: str | None = None
     energy: float | None = None
     chords: list[list[float]] | None = None
+    beat: int = 0  # the progression's beat at the next seam (0 at a phrase's start)
     tail: str | None = None  # the last `tail` latent frames [frames, channels] (pack)
     held: str | None = None  # the audio kept back: the start of the next crossfade (pack)
     gain: float | None = None
@@ -96,6 +101,24 @@ class Segment:
         return fields | {"audio": pack(self.audio), "cursor": self.cursor.to_dict() if self.cursor else None}
 
 
+@dataclass
+class Job:
+    """One cursor's next window: its metas, the tail it holds and how many frames it renders."""
+
+    cursor: Cursor
+    taste: list[float] | None
+    metas: dict
+    boundary: bool  # a phrase starts here
+    beats: int  # new beats (whole bars; a phrase's last segment to the end of its progression)
+    new: int  # new frames: the played audio of this segment, from the seam on
+    tail: np.ndarray | None = None
+    embedding: torch.Tensor | None = None  # the prompt's sentence embedding (pipe.embed), once per render
+
+    @property
+    def held(self) -> int:
+        return 0 if self.tail is None else len(self.tail)
+
+
 def relative(keyscale: str) -> str:
     """The relative key (same signature, other mode): C major ↔ A minor, the gentlest modulation."""
     tonic, mode = parse_keyscale(keyscale)
@@ -127,7 +150,9 @@ class Radio:
             )
 
     # -- the plan -------------------------------------------------------------------------------------
-    def next_phrase(self, cursor: Cursor, taste: list[float] | None) -> tuple[dict, bool]:
+    def next_phrase(
+        self, cursor: Cursor, taste: list[float] | None, embedding: torch.Tensor | None = None
+    ) -> tuple[dict, bool]:
         """The metas of the cursor's next segment and whether a phrase starts there: the phrase's plan,
         or at a phrase boundary a step of it toward a fresh (tilted) draw."""
         boundary = cursor.index % self.settings.phrase_segments == 0 or cursor.bpm is None
@@ -150,6 +175,7 @@ class Radio:
             cursor.keyscale_fixed,
             cursor.energy_fixed,
             taste,
+            None if embedding is None else embedding[None],
         )
         draw = drawn[-1]
         bpm, key, energy = float(draw["bpm"]), draw["keyscale"], float(draw["energy"])
@@ -175,13 +201,25 @@ class Radio:
             chords = chords_of(DEFAULT_DEGREES, tonic, mode)
         return {"bpm": bpm, "keyscale": key, "energy": float(energy), "chords": chords.tolist()}, True
 
-    def new_frames(self, metas: dict, first: bool) -> int:
-        """Whole progressions of the segment's tempo, about segment_s (first_segment_s for the first)."""
-        cycle_s = len(metas["chords"]) * 60.0 / metas["bpm"]
-        target = self.settings.first_segment_s if first else self.settings.segment_s
-        # at least as long as the next segment's tail plus the audio kept back, so every seam has its overlap
-        least = math.ceil((self.settings.tail_s + self.settings.hold_back_s + 0.2) / cycle_s)
-        return round(max(least, round(target / cycle_s)) * cycle_s * self.rate)
+    def new_beats(self, metas: dict, cursor: Cursor) -> int:
+        """Whole bars, about first_segment_s · 2^index up to segment_s; at least the next segment's tail plus
+        the audio kept back (every seam has its overlap); a phrase's last segment runs to the end of its
+        progression, so the next phrase's new plan starts with its own first chord."""
+        s, beat_s, cycle = self.settings, 60.0 / metas["bpm"], len(metas["chords"])
+        target = min(s.segment_s, s.first_segment_s * 2.0**cursor.index)
+        least = math.ceil((s.tail_s + s.hold_back_s + 0.2) / beat_s / BEATS_PER_BAR) * BEATS_PER_BAR
+        beats = max(least, round(target / beat_s / BEATS_PER_BAR) * BEATS_PER_BAR)
+        if (cursor.index + 1) % s.phrase_segments == 0:
+            cycles = max(round((cursor.beat + beats) / cycle), math.ceil((cursor.beat + least) / cycle))
+            beats = cycles * cycle - cursor.beat
+        return beats
+
+    def job(self, cursor: Cursor, taste: list[float] | None, embedding: torch.Tensor | None = None) -> Job:
+        metas, boundary = self.next_phrase(cursor, taste, embedding)
+        beats = self.new_beats(metas, cursor)
+        tail = unpack(cursor.tail, cursor.channels) if cursor.tail else None
+        new = round(beats * 60.0 / metas["bpm"] * self.rate)
+        return Job(cursor, taste, metas, boundary, beats, new, tail, embedding)
 
     # -- rendering ------------------------------------------------------------------------------------
     def render_dicts(self, cursors: list[dict], tastes: list[list[float] | None]) -> list[dict]:
@@ -192,43 +230,46 @@ class Radio:
     def render(self, cursors: list[Cursor], tastes: list[list[float] | None]) -> list[Segment]:
         """The next segment of each cursor; cursors whose windows are as long go through the pipeline as one
         batch (their randomness is their own seed's: a segment does not depend on its batch)."""
-        jobs = []
-        for cursor, taste in zip(cursors, tastes, strict=True):
-            metas, boundary = self.next_phrase(cursor, taste)
-            tail = unpack(cursor.tail, cursor.channels) if cursor.tail else None
-            held = 0 if tail is None else len(tail)
-            frames = held + self.new_frames(metas, cursor.tail is None) + self.overhang_frames
-            jobs.append((cursor, taste, metas, boundary, tail, held, frames))
+        prompts = list(dict.fromkeys(c.prompt for c in cursors))
+        # one sentence embedding a prompt, for the plan, the prompt head and the segment's features
+        embeddings = dict(zip(prompts, self.pipe.embed(prompts), strict=True)) if self.pipe.planner is not None else {}
+        jobs = [self.job(c, t, embeddings.get(c.prompt)) for c, t in zip(cursors, tastes, strict=True)]
         out: list[Segment | None] = [None] * len(jobs)
         groups: dict[int, list[int]] = {}
         for i, job in enumerate(jobs):
-            groups.setdefault(job[-1], []).append(i)
-        for frames, members in groups.items():
-            for i, segment in zip(members, self._render_group([jobs[i] for i in members], frames), strict=True):
+            groups.setdefault(job.held + job.new, []).append(i)
+        for members in groups.values():
+            for i, segment in zip(members, self.render_group([jobs[i] for i in members]), strict=True):
                 out[i] = segment
         return [s for s in out if s is not None]
 
-    def _render_group(self, jobs: list[tuple], frames: int) -> list[Segment]:
+    def render_group(self, jobs: list[Job]) -> list[Segment]:
+        """Windows of one length (held + new frames), one pipeline call, rendered `overhang_s` past the seam."""
         pipe, g = self.pipe, self.generator
+        frames = jobs[0].held + jobs[0].new + self.overhang_frames
         channels = pipe.transformer.config.audio_acoustic_hidden_dim
         origins: list[float] = []
         plan = Plan([], [], [], [], None, origins)
         held_latents = torch.zeros(len(jobs), frames, channels)
         held_frames, generators, prompts = [], [], []
-        for row, (cursor, _, metas, _, tail, held, _) in enumerate(jobs):
+        for row, job in enumerate(jobs):
+            cursor, metas = job.cursor, job.metas
             plan.bpm.append(float(metas["bpm"]))
             plan.keyscale.append(metas["keyscale"])
             plan.energy.append(float(metas["energy"]))
             plan.chords.append(torch.tensor(metas["chords"]))
-            origins.append(held / self.rate)  # a strong beat at the seam: the progression starts there
-            if tail is not None:
-                held_latents[row, :held] = torch.as_tensor(tail)
-            held_frames.append(held)
+            # a downbeat at the seam, the progression `beat` beats in (its first chord that long before)
+            origins.append(job.held / self.rate - cursor.beat * 60.0 / float(metas["bpm"]))
+            if job.tail is not None:
+                held_latents[row, : job.held] = torch.as_tensor(job.tail)
+            held_frames.append(job.held)
             seed = take_seeds([cursor.seed], 1)[0] + 104729 * cursor.index
             generators.append(torch.Generator(device="cpu").manual_seed(seed))
             prompts.append(cursor.prompt)
         if pipe.prompt_head is not None and pipe.planner is not None:
-            plan.z = pipe.prompt_head(pipe.embed(prompts).to(pipe.prompt_head.dtype))[0].detach()
+            rows = [j.embedding if j.embedding is not None else pipe.embed([j.cursor.prompt])[0] for j in jobs]
+            embedding = torch.stack(rows)
+            plan.z = pipe.prompt_head(embedding.to(pipe.prompt_head.dtype))[0].detach()
         latents = pipe(
             prompt=prompts,
             audio_duration=(frames - 0.5) / self.rate,  # the sampler takes ceil(duration · rate) frames
@@ -242,17 +283,17 @@ class Radio:
             output_type="latent",
         ).audios.float()
         audio = pipe.vae.decode(latents.transpose(1, 2).to(pipe.vae.dtype)).sample.float()[:, 0].cpu().numpy()
-        return [self._join(job, latents[row].cpu().numpy(), audio[row], frames) for row, job in enumerate(jobs)]
+        return [self._join(job, latents[row].cpu().numpy(), audio[row]) for row, job in enumerate(jobs)]
 
-    def _join(self, job: tuple, latents: np.ndarray, audio: np.ndarray, frames: int) -> Segment:
+    def _join(self, job: Job, latents: np.ndarray, audio: np.ndarray) -> Segment:
         """The window's audio joined to what was played: crossfade inside the tail, a gain ramp, then the
         new end kept back for the next seam. Window sample s is stream sample window_start + s."""
-        cursor, taste, metas, boundary, tail, held, _ = job
+        cursor, taste, metas, held = job.cursor, job.taste, job.metas, job.held
         s = self.settings
         sr, hop = self.sample_rate, self.hop
         fade, keep = int(s.crossfade_s * sr), int(s.hold_back_s * sr)
         tail_frames = self.tail_frames
-        seam = frames - self.overhang_frames  # the next segment's seam: its new frames start here
+        seam = held + job.new  # the next segment's seam: its new frames start here
         window_start = cursor.window_start
         begin = cursor.played_samples - window_start  # the first window sample not yet played
         end = seam * hop - keep  # kept back from here: the next segment's crossfade (its tail holds this audio)
@@ -279,6 +320,7 @@ class Radio:
                 "keyscale": metas["keyscale"],
                 "energy": metas["energy"],
                 "chords": metas["chords"],
+                "beat": (cursor.beat + job.beats) % len(metas["chords"]),
                 "tail": pack(latents[seam - tail_frames : seam]),
                 "held": pack(kept),
                 "gain": target,
@@ -286,7 +328,7 @@ class Radio:
             }
         )
         major = parse_keyscale(metas["keyscale"])[1] == "major"
-        dists = self.generator.distributions([cursor.prompt])
+        dists = self.generator.distributions([cursor.prompt], None if job.embedding is None else job.embedding[None])
         features = None
         if dists is not None:
             features = [round(float(f), 4) for f in dists[0].features(metas["bpm"], major, metas["energy"])]
@@ -298,7 +340,7 @@ class Radio:
             bpm=float(metas["bpm"]),
             keyscale=metas["keyscale"],
             energy=float(metas["energy"]),
-            phrase_start=boundary,
+            phrase_start=job.boundary,
             features=features,
             plan=dists[0].tilt(np.asarray(taste)).summary()
             if dists is not None and taste is not None

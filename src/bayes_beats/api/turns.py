@@ -1,0 +1,56 @@
+"""Whose segment the renderer makes next: the stream that runs dry first (earliest deadline first).
+
+The renderer is one queue for every stream of a worker. In arrival order (BentoML's batcher alone), twelve
+streams opened together each asked for their next segment as soon as they had their first, so a new
+stream's first segment waited behind the others' second ones, and a batch of segments of different
+tempi returns only when its last one is rendered. Here a stream asks for a turn with its deadline — when
+its listener, playing at real time, reaches the end of what was rendered for it (a stream not yet playing:
+the moment it was opened, so new streams come first) — and at most `in_flight` segments are at the
+renderer at once, the earliest deadlines first."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+
+
+class RenderTurns:
+    def __init__(self, in_flight: int) -> None:
+        self.in_flight = in_flight
+        self.busy = 0
+        self._waiting: list[tuple[float, int, asyncio.Future]] = []
+        self._order = itertools.count()  # equal deadlines: first come, first served
+
+    @contextlib.asynccontextmanager
+    async def turn(self, deadline: float) -> AsyncIterator[None]:
+        """Held while this stream's segment is at the renderer; waits while `in_flight` others are."""
+        if self.busy < self.in_flight and not self._waiting:
+            self.busy += 1
+        else:
+            granted = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (deadline, next(self._order), granted))
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if granted.done() and not granted.cancelled():  # handed a turn as it was cancelled: pass it on
+                    self._release()
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            *_, granted = heapq.heappop(self._waiting)
+            if not granted.done():  # a waiter that left (its client did) is skipped
+                granted.set_result(None)  # the turn passes on: busy stays as it was
+                return
+        self.busy -= 1
+
+    @property
+    def waiting(self) -> int:
+        return sum(not granted.done() for *_, granted in self._waiting)
