@@ -39,7 +39,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(max_batch: int, request_log: str | None = None) -> tuple[subprocess.Popen, str]:
+def start(max_batch: int | None, request_log: str | None = None) -> tuple[subprocess.Popen, str]:
+    """`bentoml serve` of the champion; max_batch None: the service's own default (unbatched on CPU)."""
     port = free_port()
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))
     env = {
@@ -47,7 +48,7 @@ def start(max_batch: int, request_log: str | None = None) -> tuple[subprocess.Po
         "HF_HUB_OFFLINE": "1",
         "BAYES_BEATS_MODEL_URI": "models:/bayes-beats@champion",
         "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{REPO}/mlflow.db"),
-        "BAYES_BEATS_MAX_BATCH": str(max_batch),
+        **({"BAYES_BEATS_MAX_BATCH": str(max_batch)} if max_batch is not None else {}),
         "BAYES_BEATS_CLAP_DIR": str(REPO / "models" / "clap"),  # the request log scores, as in production
         "BAYES_BEATS_REQUEST_LOG": request_log or str(tmp / f"bayes-beats-bench-{port}.sqlite"),
     }

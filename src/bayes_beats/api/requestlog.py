@@ -3,7 +3,9 @@ valence/arousal, what the generated audio measures (bpm, mode, loudness, brightn
 score, latency, model version — in SQLite locally or Postgres/Cloud SQL in production (any SQLAlchemy URL).
 
 Off the request's critical path: `record()` only puts the request on a bounded queue and returns; a
-daemon thread measures the audio and writes the row. When the queue is full the row is dropped and
+daemon thread has the audio measured and writes the row. Measuring (librosa, CLAP) runs in a process of its
+own at the lowest priority: on a niced thread of the API process it held the GIL the event loop needs while
+it waited for a core, and every stream the process served stalled behind it (docs/design.md "The stream"). When the queue is full the row is dropped and
 counted, when the database is slow or broken the row is counted as failed: a request never waits for,
 nor fails because of, its log. The counts are the Prometheus counter `bayes_beats_request_log_rows_total`
 {outcome="recorded"|"dropped"|"failed"} on the service's /metrics. `bayes-beats monitor` reads the table
@@ -14,10 +16,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import multiprocessing
 import os
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,9 +69,10 @@ requests_table = sa.Table(
 _ROWS: Any = None
 _ROWS_LOCK = threading.Lock()
 OUTCOMES = ("recorded", "dropped", "failed")
-# Measuring a row (librosa features, a CLAP score) costs CPU the serving needs: the worker runs at the lowest
-# priority and scores on one thread; the service also passes measure_backlog=MEASURE_BACKLOG: when more rows
-# wait, rows are written unmeasured (logged, not scored: a sample under load, every row when there is time).
+# Measuring a row (librosa features, a CLAP score) costs CPU the serving needs: the measuring process runs at
+# the lowest priority and scores on one thread; the service also passes measure_backlog=MEASURE_BACKLOG: when
+# more rows wait, rows are written unmeasured (logged, not scored: a sample under load, every row when there
+# is time).
 MEASURE_BACKLOG = 4
 
 
@@ -168,7 +174,7 @@ class RequestLog:
         self._rows = rows_counter()
         self._queue: queue.Queue[Generation | None] = queue.Queue(max_queue)
         self._engine: sa.Engine | None = None
-        self._scorer: Any = None  # LocalClapScorer, loaded by the worker on first use
+        self._measurer: ProcessPoolExecutor | None = None  # started on the first row
         self._thread = threading.Thread(target=self._work, name="request-log", daemon=True)
         self._thread.start()
 
@@ -192,6 +198,8 @@ class RequestLog:
         except queue.Full:
             return
         self._thread.join(timeout_s)
+        if self._measurer is not None:
+            self._measurer.shutdown(cancel_futures=True)
 
     def _connect(self) -> sa.Engine:
         if self._engine is None:
@@ -201,8 +209,6 @@ class RequestLog:
         return self._engine
 
     def _work(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):  # Linux: a thread is a task with its own nice value
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while (generation := self._queue.get()) is not None:
             try:
                 if self.measure_backlog is not None and self._queue.qsize() > self.measure_backlog:
@@ -217,49 +223,71 @@ class RequestLog:
                     log.warning("request log %s: %d rows failed, last: %s", self.url, self.counts["failed"], err)
 
     def measure(self, g: Generation) -> dict:
-        import soundfile as sf
+        """The row: what the API knew and what the audio measures, measured in the measuring process."""
+        if self._measurer is None:
+            # spawn, not fork: the API process has threads (uvicorn's, torch's) a fork would copy mid-state
+            self._measurer = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_measuring,
+                initargs=(self.features, self.clap_dir),
+            )
+        try:
+            return self._measurer.submit(_measure, g).result()
+        except BrokenProcessPool:  # the measuring process died (killed, out of memory): a new one next row
+            self._measurer = None
+            raise
 
-        from bayes_beats.music.analysis import extract
 
-        audio, sr = sf.read(io.BytesIO(g.wav), dtype="float32", always_2d=True)
-        mono = audio.mean(axis=1)
-        if self.features is None:
-            self.features = load_params().features
-        feats = extract(mono, sr, self.features) if g.measured and np.any(mono) else {}
-        clap = None
-        if self.clap_dir and g.measured:
-            from bayes_beats.model.scoring import clap_scores
+_MEASURING: dict[str, Any] = {}  # in the measuring process: the features settings and the CLAP scorer
 
-            if self._scorer is None:
-                import torch
 
-                from bayes_beats.model.scoring import LocalClapScorer
+def _start_measuring(features: FeaturesParams | None, clap_dir: str | None) -> None:
+    with contextlib.suppress(OSError):
+        os.nice(19)  # the cores serve first
+    import torch
 
-                torch.set_num_threads(1)  # the API process's torch is this scorer's: on this (niced) thread
-                self._scorer = LocalClapScorer(self.clap_dir)
-            clap = float(clap_scores(self._scorer, [g.prompt], [audio.T], sr)[0])
-        return {
-            "ts": g.ts,
-            "endpoint": g.endpoint,
-            "model_version": g.model_version[:200],
-            "prompt": g.prompt[:1000],
-            "prompt_chars": len(g.prompt),
-            "prompt_words": len(prompt_words(g.prompt)),
-            "duration_s": g.duration_s,
-            "num_variations": g.num_variations,
-            "temperature": g.temperature,
-            "valence": g.valence,
-            "arousal": g.arousal,
-            "planned_bpm": g.planned_bpm,
-            "planned_keyscale": g.planned_keyscale,
-            "bpm": feats.get("bpm"),
-            "mode": feats.get("mode"),
-            "loudness_lufs": _finite(feats.get("loudness_lufs")),
-            "centroid_hz": feats.get("centroid_hz"),
-            "onset_rate": feats.get("onset_rate"),
-            "clap_local": clap,
-            "latency_s": g.latency_s,
-        }
+    torch.set_num_threads(1)
+    _MEASURING.update(features=features or load_params().features, clap_dir=clap_dir, scorer=None)
+
+
+def _measure(g: Generation) -> dict:
+    import soundfile as sf
+
+    from bayes_beats.music.analysis import extract
+
+    audio, sr = sf.read(io.BytesIO(g.wav), dtype="float32", always_2d=True)
+    mono = audio.mean(axis=1)
+    feats = extract(mono, sr, _MEASURING["features"]) if g.measured and np.any(mono) else {}
+    clap = None
+    if _MEASURING["clap_dir"] and g.measured:
+        from bayes_beats.model.scoring import LocalClapScorer, clap_scores
+
+        if _MEASURING["scorer"] is None:
+            _MEASURING["scorer"] = LocalClapScorer(_MEASURING["clap_dir"])
+        clap = float(clap_scores(_MEASURING["scorer"], [g.prompt], [audio.T], sr)[0])
+    return {
+        "ts": g.ts,
+        "endpoint": g.endpoint,
+        "model_version": g.model_version[:200],
+        "prompt": g.prompt[:1000],
+        "prompt_chars": len(g.prompt),
+        "prompt_words": len(prompt_words(g.prompt)),
+        "duration_s": g.duration_s,
+        "num_variations": g.num_variations,
+        "temperature": g.temperature,
+        "valence": g.valence,
+        "arousal": g.arousal,
+        "planned_bpm": g.planned_bpm,
+        "planned_keyscale": g.planned_keyscale,
+        "bpm": feats.get("bpm"),
+        "mode": feats.get("mode"),
+        "loudness_lufs": _finite(feats.get("loudness_lufs")),
+        "centroid_hz": feats.get("centroid_hz"),
+        "onset_rate": feats.get("onset_rate"),
+        "clap_local": clap,
+        "latency_s": g.latency_s,
+    }
 
 
 def _finite(value: float | None) -> float | None:

@@ -189,6 +189,12 @@ class StreamHub:
         attached_at, attached_sent = time.monotonic(), stream.sent_s
         clock: float | None = None  # a real-time player's clock: it starts playing at its first byte
         try:
+            # admission: while other streams wait for the renderer, a new one fills its player's buffer
+            # (burst_s) before it starts to play, rather than start at once and run dry at its second segment
+            while stream.first_byte is None and stream.rendered_s < s.burst_s and self.turns.waiting:
+                if stream.ended is not None or stream.gone.is_set():
+                    break
+                await asyncio.sleep(0.05)
             while stream.ended is None:
                 # a resume goes on where the connection dropped: the rest of the segment it was sending
                 item = stream.current or (*(await self._next(stream) or (None, None, 0)), 0)
