@@ -37,6 +37,7 @@ async def play(http: httpx.AsyncClient, url: str, query: str, seconds: float) ->
     """A listener: opens a WAV stream, plays from its first byte at real time, counts the times it ran dry."""
     asked = time.perf_counter()
     first_byte, first, received, stalls, stalled_s, dry = None, None, 0.0, 0, 0.0, False
+    stall_at: list[float] = []
     # each listener its own address (the service believes X-Forwarded-For from loopback here): the caps are
     # per address, and the bench is many listeners, not one
     tag = zlib.crc32(query.encode())
@@ -51,7 +52,9 @@ async def play(http: httpx.AsyncClient, url: str, query: str, seconds: float) ->
                 chunk = chunk[44:]  # the header
             deficit = (now - first) - received  # played so far (clock) minus audio held
             if deficit > TOLERANCE_S:
-                stalls += not dry
+                if not dry:
+                    stalls += 1
+                    stall_at.append(round(received, 1))  # where in the stream (s) the player ran dry
                 stalled_s += deficit
                 first += deficit  # the player waited: its clock resumes with this chunk
             dry = deficit > TOLERANCE_S
@@ -63,6 +66,7 @@ async def play(http: httpx.AsyncClient, url: str, query: str, seconds: float) ->
         "seconds": received,
         "stalls": stalls,
         "stalled_s": stalled_s,
+        "stall_at_s": stall_at,
     }
 
 
@@ -138,6 +142,7 @@ async def concurrent(url: str, pid: int, n: int, seconds: float, probe: bool) ->
         "refused": len(results) - len(played),
         "client_stalls": sum(r["stalls"] for r in played),
         "client_stalled_s": round(sum(r["stalled_s"] for r in played), 2),
+        "stall_at_s": sorted(t for r in played for t in r["stall_at_s"]),
         "server_underruns": server_underruns(url) - before,
         "first_audio_median_s": round(float(np.median([r["first_audio_s"] for r in played])), 3) if played else None,
         "first_audio_p95_s": round(float(np.percentile([r["first_audio_s"] for r in played], 95)), 3)

@@ -189,9 +189,10 @@ class StreamHub:
         attached_at, attached_sent = time.monotonic(), stream.sent_s
         clock: float | None = None  # a real-time player's clock: it starts playing at its first byte
         try:
-            # admission: while other streams wait for the renderer, a new one fills its player's buffer
-            # (burst_s) before it starts to play, rather than start at once and run dry at its second segment
-            while stream.first_byte is None and stream.rendered_s < s.burst_s and self.turns.waiting:
+            # admission: a new stream starts to play once what it has covers the wait for its next segment
+            # (the renders queued before it), or it has burst_s; on an idle renderer that is its first segment,
+            # when many open at once they fill their buffers first rather than all run dry at their second
+            while stream.first_byte is None and stream.rendered_s < min(s.burst_s, self.turns.wait_s()):
                 if stream.ended is not None or stream.gone.is_set():
                     break
                 await asyncio.sleep(0.05)
@@ -275,6 +276,7 @@ class StreamHub:
                 started = time.perf_counter()
                 async with self.turns.turn(stream.deadline()):
                     segment = await self._render_retrying(stream.cursor, taste)
+                    self.turns.rendered(time.perf_counter() - started)
                 audio = np.frombuffer(base64.b64decode(segment.pop("audio")), dtype=np.float32)
                 rate = int(segment["sample_rate"])
                 stream.model_version = str(segment.get("model_version", ""))

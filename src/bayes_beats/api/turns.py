@@ -21,6 +21,7 @@ class RenderTurns:
     def __init__(self, in_flight: int) -> None:
         self.in_flight = in_flight
         self.busy = 0
+        self.render_s = 1.0  # a segment's time at the renderer, a moving average
         self._waiting: list[tuple[float, int, asyncio.Future]] = []
         self._order = itertools.count()  # equal deadlines: first come, first served
 
@@ -50,6 +51,13 @@ class RenderTurns:
                 granted.set_result(None)  # the turn passes on: busy stays as it was
                 return
         self.busy -= 1
+
+    def rendered(self, seconds: float) -> None:
+        self.render_s += 0.2 * (seconds - self.render_s)
+
+    def wait_s(self) -> float:
+        """How long a segment asked for now waits for its turn and render, at worst (every waiting one first)."""
+        return (self.waiting + self.busy + 1) * self.render_s / self.in_flight
 
     @property
     def waiting(self) -> int:
