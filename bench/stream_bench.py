@@ -28,6 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_bench import PROMPTS, load, start  # noqa: E402
 
+from bayes_beats.core.processes import tree_usage  # noqa: E402
+
 OUT = Path(__file__).with_name("stream_bench.json")
 RATE = 22050  # WAV streams: bytes are seconds (2 bytes a sample, mono)
 TOLERANCE_S = 0.05  # a player's clock against its buffer: less than this is not a stall
@@ -68,28 +70,6 @@ async def play(http: httpx.AsyncClient, url: str, query: str, seconds: float) ->
         "stalled_s": stalled_s,
         "stall_at_s": stall_at,
     }
-
-
-def tree_usage(pid: int) -> dict:
-    """Threads, open files and RSS (MB) of a process and its descendants (the API and renderer workers)."""
-    pids = {pid}
-    for _ in range(3):
-        for p in Path("/proc").iterdir():
-            if p.name.isdigit():
-                try:
-                    if int((p / "stat").read_text().split(")")[1].split()[1]) in pids:
-                        pids.add(int(p.name))
-                except (OSError, IndexError):
-                    continue
-    threads = files = rss = 0
-    for p in pids:
-        try:
-            threads += len(os.listdir(f"/proc/{p}/task"))
-            files += len(os.listdir(f"/proc/{p}/fd"))
-            rss += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            continue
-    return {"threads": threads, "files": files, "rss_mb": round(rss / 1e6, 1)}
 
 
 def server_underruns(url: str) -> float:

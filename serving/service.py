@@ -66,7 +66,8 @@ from bayes_beats.api.schemas import (
     render_batch,
     variations_json,
 )
-from bayes_beats.api.stream import StreamHub, StreamLimit, stream_request
+from bayes_beats.api.stream import StreamHub, StreamLimit
+from bayes_beats.api.stream_query import stream_request
 from bayes_beats.core.config import FeaturesParams, ListenersParams, StreamParams, load_params
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 

@@ -14,7 +14,6 @@ import sqlite3
 import struct
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -26,6 +25,7 @@ from conftest import champion_env, champion_served, start_service
 from bayes_beats.api.encoder import AudioEncoder
 from bayes_beats.api.turns import RenderTurns
 from bayes_beats.core.config import load_params
+from bayes_beats.core.processes import tree_usage
 from bayes_beats.model.generate import load_generator
 from bayes_beats.model.radio import BEATS_PER_BAR, Cursor, Radio, relative
 
@@ -121,6 +121,10 @@ def test_render_turns_go_to_the_earliest_deadline_and_a_leaver_passes_its_turn()
         urgent = asyncio.create_task(render("urgent", 5.0))
         await asyncio.sleep(0)
         assert turns.busy == 1 and turns.waiting == 3  # one at the renderer, the rest wait
+        alone = RenderTurns(in_flight=1).wait_s()
+        assert turns.wait_s() == pytest.approx(5 * alone)  # a new stream's next segment waits for all four
+        turns.rendered(3.0)
+        assert 1.0 < turns.render_s < 3.0  # a moving average of render times
         leaver.cancel()  # its client left while it waited: the turn goes past it
         await asyncio.sleep(0)
         release.set()
@@ -345,25 +349,6 @@ def test_streams_are_capped_per_listener_and_per_address(served):
             reader.close()
 
 
-def _tree(pid: int) -> tuple[int, int]:
-    """(threads, open files) of a process and its descendants."""
-    pids, threads, files = [pid], 0, 0
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if int((p / "stat").read_text().split(")")[1].split()[1]) in pids:
-                    pids.append(int(p.name))
-            except (OSError, IndexError):
-                continue
-    for p in pids:
-        try:
-            threads += len(os.listdir(f"/proc/{p}/task"))
-            files += len(os.listdir(f"/proc/{p}/fd"))
-        except OSError:
-            continue
-    return threads, files
-
-
 def test_open_close_cycles_leak_no_threads_or_files(served):
     url, _, proc = served
 
@@ -374,12 +359,12 @@ def test_open_close_cycles_leak_no_threads_or_files(served):
     for _ in range(5):  # warm: thread pools and connections at their working size
         cycle()
     time.sleep(2)
-    before = _tree(proc.pid)
+    before = tree_usage(proc.pid)
     for _ in range(40):
         cycle()
     time.sleep(3)
-    after = _tree(proc.pid)
-    assert after[0] <= before[0] + 4 and after[1] <= before[1] + 4, (before, after)
+    after = tree_usage(proc.pid)
+    assert after["threads"] <= before["threads"] + 4 and after["files"] <= before["files"] + 4, (before, after)
 
 
 def test_the_log_records_every_segment_and_metrics_count_the_radio(served):
