@@ -121,8 +121,9 @@ def test_render_turns_go_to_the_earliest_deadline_and_a_leaver_passes_its_turn()
         urgent = asyncio.create_task(render("urgent", 5.0))
         await asyncio.sleep(0)
         assert turns.busy == 1 and turns.waiting == 3  # one at the renderer, the rest wait
-        alone = RenderTurns(in_flight=1).wait_s()
-        assert turns.wait_s() == pytest.approx(5 * alone)  # a new stream's next segment waits for all four
+        r = turns.render_s
+        assert turns.wait_s(10.0) == pytest.approx(4 * r)  # due at 10: after "leaver" and "urgent", then its own
+        assert turns.wait_s(0.5) == pytest.approx(2 * r)  # due before every waiting one: a slot, then its own
         turns.rendered(3.0)
         assert 1.0 < turns.render_s < 3.0  # a moving average of render times
         leaver.cancel()  # its client left while it waited: the turn goes past it

@@ -177,9 +177,11 @@ class StreamHub:
         clock: float | None = None  # a real-time player's clock: it starts playing at its first byte
         try:
             # admission: a new stream starts to play once what it has covers the wait for its next segment
-            # (the renders queued before it), or it has burst_s; on an idle renderer that is its first segment,
+            # (the renders due before it, then its own), or it has burst_s; on an idle renderer that is its first segment,
             # when many open at once they fill their buffers first rather than all run dry at their second
-            while stream.first_byte is None and stream.rendered_s < min(s.burst_s, self.turns.wait_s()):
+            while stream.first_byte is None and stream.rendered_s < min(
+                s.burst_s, self.turns.wait_s(stream.deadline())
+            ):
                 if stream.ended is not None or stream.gone.is_set():
                     break
                 await asyncio.sleep(0.05)

@@ -55,9 +55,11 @@ class RenderTurns:
     def rendered(self, seconds: float) -> None:
         self.render_s += 0.2 * (seconds - self.render_s)
 
-    def wait_s(self) -> float:
-        """How long a segment asked for now waits for its turn and render, at worst (every waiting one first)."""
-        return (self.waiting + self.busy + 1) * self.render_s / self.in_flight
+    def wait_s(self, deadline: float) -> float:
+        """How long a segment asked for now with `deadline` waits for its turn and its render: a slot for each
+        waiting one that is due sooner, then its own render."""
+        sooner = sum(not granted.done() and due <= deadline for due, _, granted in self._waiting)
+        return (sooner + 1) * self.render_s / self.in_flight + self.render_s
 
     @property
     def waiting(self) -> int:
