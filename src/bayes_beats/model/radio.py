@@ -209,7 +209,9 @@ class Radio:
         target = min(s.segment_s, s.first_segment_s * 2.0**cursor.index)
         least = math.ceil((s.tail_s + s.hold_back_s + 0.2) / beat_s / BEATS_PER_BAR) * BEATS_PER_BAR
         beats = max(least, round(target / beat_s / BEATS_PER_BAR) * BEATS_PER_BAR)
-        if (cursor.index + 1) % s.phrase_segments == 0:
+        if cursor.index >= s.phrase_segments or (cursor.index + 1) % s.phrase_segments == 0:
+            # past the first phrase every seam is a progression's end (seams in mid-progression joined worse:
+            # docs/design.md "The stream"); the first phrase ends with its progression
             cycles = max(round((cursor.beat + beats) / cycle), math.ceil((cursor.beat + least) / cycle))
             beats = cycles * cycle - cursor.beat
         return beats
