@@ -84,22 +84,28 @@ def test_a_modulation_goes_to_the_relative_key():
     assert relative("C major") == "A minor" and relative("A minor") == "C major" and relative("F# minor") == "A major"
 
 
-def test_segments_are_whole_bars_ramp_up_and_a_phrase_ends_with_its_progression(generator):
+def test_segments_ramp_up_in_bars_and_seams_after_the_first_phrase_end_a_progression(generator):
     radio = Radio(generator, SETTINGS)
-    cursor, lengths = Cursor("sunny beach with friends", seed=2, temperature=1.0), []
+    cursor, lengths, first_bpm = Cursor("sunny beach with friends", seed=2, temperature=1.0), [], 0.0
     for index in range(2 * SETTINGS.phrase_segments):
         job = radio.job(cursor, None)
         beat_s = 60.0 / job.metas["bpm"]
-        assert job.beats % BEATS_PER_BAR == 0 or (index + 1) % SETTINGS.phrase_segments == 0  # whole bars
+        if index < SETTINGS.phrase_segments - 1:
+            assert job.beats % BEATS_PER_BAR == 0  # the first phrase: whole bars
+        else:  # the first phrase's end, and every seam after it: a progression's end
+            assert (cursor.beat + job.beats) % len(job.metas["chords"]) == 0
         assert job.new == round(job.beats * beat_s * radio.rate)
         if index % SETTINGS.phrase_segments == 0:
             assert cursor.beat == 0  # a phrase (a new plan) starts on its progression's first chord
         segment = radio.render([cursor], [None])[0]
         lengths.append(job.beats * beat_s)
+        first_bpm = first_bpm or job.metas["bpm"]
         cursor = segment.cursor
         assert cursor.beat == (job.cursor.beat + job.beats) % len(job.metas["chords"])
-    assert lengths[0] <= SETTINGS.first_segment_s + 4 * beat_s  # first audio soon: a bar or so
-    assert lengths[1] > lengths[0]  # then longer, so a stream gets ahead
+    first_bar = BEATS_PER_BAR * 60.0 / first_bpm
+    least = SETTINGS.tail_s + SETTINGS.hold_back_s + 0.2  # the next segment's tail and the audio kept back
+    assert lengths[0] <= max(SETTINGS.first_segment_s, least) + first_bar  # first audio soon: a bar or two
+    assert lengths[0] <= lengths[1] < lengths[2]  # then longer (the least is two bars at a fast tempo): ahead
     assert max(lengths) <= 1.5 * SETTINGS.segment_s + 4 * beat_s
 
 
