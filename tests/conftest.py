@@ -32,6 +32,9 @@ TEST_HOME = Path(tempfile.mkdtemp(prefix="bayes-beats-tests-"))
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{TEST_HOME}/mlflow.db"
 os.environ["BENTOML_HOME"] = str(TEST_HOME / "bentoml")
 os.environ["BAYES_BEATS_REQUEST_LOG"] = str(TEST_HOME / "requests.sqlite")
+# Hypothesis keeps its cache (local constants) under .hypothesis/ of the working directory even with
+# database=None: the suite writes nothing into the workspace (test_workspace)
+os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(TEST_HOME / "hypothesis")
 
 from bayes_beats import corpus  # noqa: E402
 from bayes_beats.core.config import Params, load_params  # noqa: E402
