@@ -2,9 +2,10 @@
 
 Two services, composed: `Renderer` holds the model (loaded once, on the GPU in production) and batches
 generation across concurrent requests on a GPU (BentoML adaptive batching: different prompts, one pipeline
-call); on CPU it renders one request per core at once instead (BentoML's `threads`, torch single-threaded:
-the tiny DiT's small matrices gain nothing from two intra-op threads, 40 % more audio a second from two
-renders side by side; docs/design.md "The stream"). `BayesBeats` is the public API (validation, image vibe,
+call). On CPU torch is single-threaded and the cores render side by side (the tiny DiT's small matrices gain
+nothing from two intra-op threads, 40 % more audio a second from two renders at once; docs/design.md "The
+stream"): stream segments one a BentoML thread (`threads`), a batch of clips split into one sub-batch a core
+(BentoML hands a batch to one thread at a time). `BayesBeats` is the public API (validation, image vibe,
 catalog, page) and calls the renderer.
 
 Model: the champion imported into the BentoML store by the `package` stage, whose exact tag the Bento
@@ -29,6 +30,7 @@ from __future__ import annotations
 import base64
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
@@ -81,10 +83,12 @@ BUILT_WITH = bentoml.use_arguments()  # the Bento's arguments, recorded by `baye
 MODEL_TAG = getattr(BUILT_WITH, "model_tag", "bayes-beats:latest")
 MODEL_URI = os.environ.get("BAYES_BEATS_MODEL_URI", "")
 GPU = os.environ.get("BAYES_BEATS_GPU", "0") == "1"
-MAX_BATCH = int(os.environ.get("BAYES_BEATS_MAX_BATCH", "8" if GPU else "1"))  # 1 = unbatched
+MAX_BATCH = int(os.environ.get("BAYES_BEATS_MAX_BATCH", "8"))  # clips in one batch; 1 = unbatched
 CPU_CORES = int(os.environ.get("BAYES_BEATS_CPU_CORES", "2"))  # the renderer's (its resources; a pod's CPU request)
 # renders at once: on CPU one a core, each single-threaded; on a GPU one batch at a time
 RENDER_THREADS = 1 if GPU else CPU_CORES
+# stream segments batch on a GPU only: on CPU a batch of segments returns when its longest one is rendered
+SEGMENT_BATCH = MAX_BATCH if GPU else 1
 REQUEST_LOG = os.environ.get("BAYES_BEATS_REQUEST_LOG", "requests.sqlite")
 CLAP_DIR = os.environ.get("BAYES_BEATS_CLAP_DIR")  # unset: the Bento's CLAP model; "": no clap_local score
 CLAP_TAG = getattr(BUILT_WITH, "clap_tag", "bayes-beats-clap:latest")
@@ -150,10 +154,12 @@ class Renderer:
     def __init__(self) -> None:
         from bayes_beats.model.radio import Radio
 
+        self.cores: ThreadPoolExecutor | None = None
         if RENDER_THREADS > 1 and not GPU:
             import torch
 
             torch.set_num_threads(1)  # the cores go to renders side by side, one each
+            self.cores = ThreadPoolExecutor(CPU_CORES, thread_name_prefix="clip-batch")
         self.generator, self.version = _load_generator(self.bento_model)
         self.radio = Radio(self.generator, STREAM)
 
@@ -176,10 +182,16 @@ class Renderer:
     @bentoml.api(batchable=MAX_BATCH > 1, max_batch_size=max(MAX_BATCH, 2), max_latency_ms=60_000)
     def render(self, requests: list[RenderJob]) -> list[Rendered]:
         """Requests that share duration/variations/temperature/bpm/key/energy/taste go through the pipeline
-        together."""
-        return render_batch(self.generator, requests, self.version)
+        together; on CPU a batch is cut into one sub-batch a core, rendered side by side (each request's
+        audio depends on its own seed only, not on its batch)."""
+        if self.cores is None or len(requests) == 1:
+            return render_batch(self.generator, requests, self.version)
+        size = -(-len(requests) // CPU_CORES)
+        parts = [requests[i : i + size] for i in range(0, len(requests), size)]
+        done = self.cores.map(lambda part: render_batch(self.generator, part, self.version), parts)
+        return [rendered for part in done for rendered in part]
 
-    @bentoml.api(batchable=MAX_BATCH > 1, max_batch_size=max(MAX_BATCH, 2), max_latency_ms=60_000)
+    @bentoml.api(batchable=SEGMENT_BATCH > 1, max_batch_size=max(SEGMENT_BATCH, 2), max_latency_ms=60_000)
     def render_segments(self, jobs: list[SegmentJob]) -> list[dict]:
         """The next segment of each stream (model.radio); streams' segments of one length share a call."""
         jobs = [j if isinstance(j, SegmentJob) else SegmentJob.model_validate(j) for j in jobs]

@@ -127,11 +127,13 @@ def test_render_turns_go_to_the_earliest_deadline_and_a_leaver_passes_its_turn()
         urgent = asyncio.create_task(render("urgent", 5.0))
         await asyncio.sleep(0)
         assert turns.busy == 1 and turns.waiting == 3  # one at the renderer, the rest wait
-        r = turns.render_s
-        assert turns.wait_s(10.0) == pytest.approx(4 * r)  # due at 10: after "leaver" and "urgent", then its own
-        assert turns.wait_s(0.5) == pytest.approx(2 * r)  # due before every waiting one: a slot, then its own
-        turns.rendered(3.0)
-        assert 1.0 < turns.render_s < 3.0  # a moving average of render times
+        r, rate = turns.render_s, turns.s_per_audio_s
+        # due at 10: after "leaver" and "urgent", then its own 4 s of audio at the measured rate
+        assert turns.wait_s(10.0, 4.0) == pytest.approx(3 * r + 4 * rate)
+        assert turns.wait_s(0.5, 4.0) == pytest.approx(r + 4 * rate)  # due before every waiting one: a slot
+        assert turns.wait_s(0.5, 2.0) < turns.wait_s(0.5, 8.0)  # a short segment is a short render
+        turns.rendered(3.0, 10.0)
+        assert 1.0 < turns.render_s < 3.0 and rate < turns.s_per_audio_s < 0.3  # moving averages
         leaver.cancel()  # its client left while it waited: the turn goes past it
         await asyncio.sleep(0)
         release.set()

@@ -180,7 +180,7 @@ class StreamHub:
             # (the renders due before it, then its own), or it has burst_s; on an idle renderer that is its first segment,
             # when many open at once they fill their buffers first rather than all run dry at their second
             while stream.first_byte is None and stream.rendered_s < min(
-                s.burst_s, self.turns.wait_s(stream.deadline())
+                s.burst_s, self.turns.wait_s(stream.deadline(), s.target_s(int(stream.cursor.get("index", 0))))
             ):
                 if stream.ended is not None or stream.gone.is_set():
                     break
@@ -264,10 +264,12 @@ class StreamHub:
                 taste = await self._taste(stream.listener, int(stream.cursor["seed"]) * 1000 + index)
                 started = time.perf_counter()
                 async with self.turns.turn(stream.deadline()):
+                    turn = time.perf_counter()  # the render's own time, not its wait for a turn
                     segment = await self._render_retrying(stream.cursor, taste)
-                    self.turns.rendered(time.perf_counter() - started)
+                    rendered_at = time.perf_counter()
                 audio = np.frombuffer(base64.b64decode(segment.pop("audio")), dtype=np.float32)
                 rate = int(segment["sample_rate"])
+                self.turns.rendered(rendered_at - turn, len(audio) / rate)
                 stream.model_version = str(segment.get("model_version", ""))
                 playing = Playing(
                     index=segment["index"],

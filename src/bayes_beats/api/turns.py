@@ -21,7 +21,8 @@ class RenderTurns:
     def __init__(self, in_flight: int) -> None:
         self.in_flight = in_flight
         self.busy = 0
-        self.render_s = 1.0  # a segment's time at the renderer, a moving average
+        self.render_s = 1.0  # a segment's time at the renderer (its turn, not its wait), a moving average
+        self.s_per_audio_s = 0.1  # and per second of audio it renders: a short segment is a short render
         self._waiting: list[tuple[float, int, asyncio.Future]] = []
         self._order = itertools.count()  # equal deadlines: first come, first served
 
@@ -52,14 +53,17 @@ class RenderTurns:
                 return
         self.busy -= 1
 
-    def rendered(self, seconds: float) -> None:
+    def rendered(self, seconds: float, audio_s: float) -> None:
+        """A segment of `audio_s` took `seconds` from its turn to its answer."""
         self.render_s += 0.2 * (seconds - self.render_s)
+        self.s_per_audio_s += 0.2 * (seconds / max(audio_s, 1e-3) - self.s_per_audio_s)
 
-    def wait_s(self, deadline: float) -> float:
-        """How long a segment asked for now with `deadline` waits for its turn and its render: a slot for each
-        waiting one that is due sooner, then its own render."""
+    def wait_s(self, deadline: float, audio_s: float) -> float:
+        """How long a segment of `audio_s` asked for now with `deadline` waits for its turn and its render: a slot
+        for each waiting one that is due sooner (an average segment's render each, `in_flight` at a time), then
+        its own render (its length at the measured rate)."""
         sooner = sum(not granted.done() and due <= deadline for due, _, granted in self._waiting)
-        return (sooner + 1) * self.render_s / self.in_flight + self.render_s
+        return (sooner + 1) * self.render_s / self.in_flight + audio_s * self.s_per_audio_s
 
     @property
     def waiting(self) -> int:

@@ -269,6 +269,11 @@ class StreamParams(Section):
     resume_s: float = Field(ge=0)  # a stream whose client left stays resumable this long (GET /stream?resume=ID)
     mp3_compression: float = Field(ge=0, le=1)  # libsndfile's compression level (0 best, 1 smallest)
 
+    def target_s(self, index: int) -> float:
+        """Segment `index`'s length before it is cut to whole bars: first_segment_s, then twice the one before,
+        up to segment_s (first audio comes soon and a stream gets ahead fast)."""
+        return min(self.segment_s, self.first_segment_s * 2.0**index)
+
 
 # `register` is the stage's name; pydantic warns that it shadows ABCMeta.register, which no caller uses
 warnings.filterwarnings("ignore", message='Field name "register" in "Params" shadows')

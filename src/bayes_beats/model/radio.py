@@ -206,7 +206,7 @@ class Radio:
         the audio kept back (every seam has its overlap); a phrase's last segment runs to the end of its
         progression, so the next phrase's new plan starts with its own first chord."""
         s, beat_s, cycle = self.settings, 60.0 / metas["bpm"], len(metas["chords"])
-        target = min(s.segment_s, s.first_segment_s * 2.0**cursor.index)
+        target = s.target_s(cursor.index)
         least = math.ceil((s.tail_s + s.hold_back_s + 0.2) / beat_s / BEATS_PER_BAR) * BEATS_PER_BAR
         beats = max(least, round(target / beat_s / BEATS_PER_BAR) * BEATS_PER_BAR)
         if cursor.index >= s.phrase_segments or (cursor.index + 1) % s.phrase_segments == 0:
