@@ -140,3 +140,31 @@ def test_radio_plays_on_takes_a_vote_and_survives_a_dropped_connection(service, 
     assert page.inner_text("#error") == ""
     assert errors == []
     print(f"radio: {times[-1]:.1f} s played in {elapsed:.1f} s, {len(set(nexts))} next plans, {len(resumes)} resume(s)")
+
+
+def test_an_uploaded_picture_plays_on_the_radio_by_its_vibe_token(service, phone, tmp_path):
+    """A person's own picture: the page reads its vibe once (POST /vibe, a signed token) and the radio plays
+    that vibe (GET /stream?vibe=TOKEN), not a catalog id or a prompt."""
+    page, errors = phone
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" and r.url.endswith("/vibe") else None)
+    entry = httpx.get(f"{service}/catalog", timeout=30).json()["images"][0]
+    picture = tmp_path / "mine.png"
+    picture.write_bytes(httpx.get(service + entry["image_url"], timeout=30).content)
+    page.goto(service + "/")
+    page.wait_for_selector("#grid figure img")
+    page.set_input_files("#upload", str(picture))
+    ready(page)
+    with page.expect_response(lambda r: "/stream?" in r.url, timeout=60_000) as opened:
+        page.click("#radio-play")
+    assert opened.value.status == 200, opened.value.text()
+    query = dict(httpx.URL(opened.value.url).params)
+    assert "vibe" in query and "catalog" not in query and "prompt" not in query, query
+    assert len(posted) == 1  # the picture's vibe was read once, for the radio
+    page.wait_for_function("document.getElementById('radio-audio').currentTime > 3", timeout=SLOW)
+    status = stream_status(service, opened.value.headers["x-stream-id"])
+    assert status["vibe"] is not None and status["sent_s"] > 3, status
+    assert re.fullmatch(r"heard as “.*” · valence [+−]\d\.\d\d · arousal [+−]\d\.\d\d", page.inner_text("#np-vibe"))
+    page.click("#radio-play")
+    assert page.get_attribute("#radio", "data-state") == "stopped"
+    assert page.inner_text("#error") == "" and errors == []
