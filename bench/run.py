@@ -241,7 +241,7 @@ def write_table(r: dict, out: Path) -> None:
             (
                 "Served /generate, 8 clients, vs in-process",
                 f"{st['generate_served']['requests_per_s']} vs {st['in_process']['generate_requests_per_s']} req/s",
-                f"{st['generate_served_share']:.0%}",
+                f"{st['generate_served']['share_of_in_process']:.0%}",
             ),
             (
                 "Radio seams within 40 ms: concat / crossfade / continuation",

@@ -29,6 +29,14 @@ def test_sketch_carries_the_beat_the_strong_beats_the_chords_and_the_energy():
     assert set(torch.nonzero(hint[25, CHROMA] > 0).flatten().tolist()) == {4, 8, 11}
     assert torch.allclose(hint[:, ENERGY], torch.full((200, 1), 0.6))
 
+    # a stream's held tail at the last phrase's tempo: before the origin its beats, after it this one's
+    origin_s = 1.0  # the seam, 50 frames in
+    slower = sketch(bpm, chords, 0.8, frames=200, frame_rate=rate, origin_s=origin_s, bpm_before=100.0)
+    same = sketch(bpm, chords, 0.8, frames=200, frame_rate=rate, origin_s=origin_s)
+    assert torch.equal(slower[50:], same[50:]) and not torch.allclose(slower[:50], same[:50])
+    tail_cos = slower[:, BEAT][:, 0]
+    assert torch.allclose(tail_cos[[20, 50]], torch.ones(2), atol=1e-4)  # beats 0.6 s apart (100 BPM), to the seam
+
 
 def test_beat_grid_and_chords_are_read_from_a_clip_as_it_is():
     sr, rng = 22050, np.random.default_rng(3)

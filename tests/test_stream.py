@@ -23,6 +23,7 @@ import torch
 from conftest import champion_env, champion_served, start_service
 
 from bayes_beats.api.encoder import AudioEncoder
+from bayes_beats.api.stream import StreamHub
 from bayes_beats.api.turns import RenderTurns
 from bayes_beats.core.config import load_params
 from bayes_beats.core.processes import tree_usage
@@ -142,6 +143,33 @@ def test_render_turns_go_to_the_earliest_deadline_and_a_leaver_passes_its_turn()
         return order
 
     assert asyncio.run(scenario()) == ["busy", "urgent", "late"]
+
+
+def test_a_producer_cancelled_mid_render_holds_its_turn_until_the_renderer_is_done():
+    """The renderer finishes a segment it started whoever left; the turn counts it until then."""
+
+    async def scenario() -> tuple[int, int, bool]:
+        turns, finished = RenderTurns(in_flight=1), asyncio.Event()
+
+        async def render() -> dict:
+            await asyncio.sleep(0.3)
+            finished.set()
+            return {}
+
+        async def produce() -> None:
+            async with turns.turn(0.0):
+                await StreamHub._held_turn(render())
+
+        producer = asyncio.create_task(produce())
+        await asyncio.sleep(0.05)
+        producer.cancel()  # the client left mid-render
+        await asyncio.sleep(0.05)
+        busy_while_rendering = turns.busy
+        with pytest.raises(asyncio.CancelledError):
+            await producer
+        return busy_while_rendering, turns.busy, finished.is_set()
+
+    assert asyncio.run(scenario()) == (1, 0, True)
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "ogg", "wav"])

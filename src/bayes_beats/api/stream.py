@@ -265,7 +265,7 @@ class StreamHub:
                 started = time.perf_counter()
                 async with self.turns.turn(stream.deadline()):
                     turn = time.perf_counter()  # the render's own time, not its wait for a turn
-                    segment = await self._render_retrying(stream.cursor, taste)
+                    segment = await self._held_turn(self._render_retrying(stream.cursor, taste))
                     rendered_at = time.perf_counter()
                 audio = np.frombuffer(base64.b64decode(segment.pop("audio")), dtype=np.float32)
                 rate = int(segment["sample_rate"])
@@ -298,6 +298,20 @@ class StreamHub:
             stream.ended = f"renderer failed: {str(err).splitlines()[0][:200]}"
             with contextlib.suppress(asyncio.QueueFull):
                 stream.queue.put_nowait(None)
+
+    @staticmethod
+    async def _held_turn(render: Awaitable[dict]) -> dict:
+        """The render, whose turn outlives a client that leaves: the renderer finishes a segment it started
+        (a render in a thread cannot be interrupted), so the turn passes on when it does, not at once; else
+        a crowd that opens and leaves would put any number of renders at the renderer behind the turns'
+        back. The segment is dropped."""
+        task = asyncio.ensure_future(render)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await task
+            raise
 
     async def _render_retrying(self, cursor: dict, taste: list[float] | None, attempts: int = 3) -> dict:
         """A segment is seeded by its cursor: asking again is safe, and a renderer that dropped a connection

@@ -34,6 +34,7 @@ class Sketch:
     chords: list[torch.Tensor]
     energy: list[float]
     origin: list[float] | None = None
+    bpm_before: list[float | None] | None = None  # per item, the tempo before its origin (None: `bpm`)
 
 
 class FrozenTimbre:
@@ -80,10 +81,11 @@ def with_sketch(src: torch.Tensor, drawn: Sketch, rate: float) -> torch.Tensor:
             f"the sketch takes {SKETCH_CHANNELS} latent channels; this model's latents have {src.shape[-1]}"
         )
     origins = drawn.origin or [0.0] * len(drawn.bpm)
+    before = drawn.bpm_before or [None] * len(drawn.bpm)
     hint = torch.stack(
         [
-            sketch(b, c, e, frames, rate, o)
-            for b, c, e, o in zip(drawn.bpm, drawn.chords, drawn.energy, origins, strict=True)
+            sketch(b, c, e, frames, rate, o, p)
+            for b, c, e, o, p in zip(drawn.bpm, drawn.chords, drawn.energy, origins, before, strict=True)
         ]
     )
     src = src.clone()

@@ -40,6 +40,7 @@ class Plan:
     chords: list[torch.Tensor]
     z: torch.Tensor | None = None
     origin: list[float] | None = None  # per item, a strong beat's time (s, ≤ 0); None: at the first frame
+    bpm_before: list[float | None] | None = None  # per item, the tempo before the origin (a stream's tail)
 
     def metas(self) -> list[dict]:
         """What each item was asked to be: {bpm, keyscale, energy}."""
@@ -49,7 +50,7 @@ class Plan:
         ]
 
     def sketch(self) -> Sketch:
-        return Sketch(self.bpm, self.chords, self.energy, self.origin)
+        return Sketch(self.bpm, self.chords, self.energy, self.origin, self.bpm_before)
 
 
 class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):

@@ -251,7 +251,8 @@ class Radio:
         frames = jobs[0].held + jobs[0].new + self.overhang_frames
         channels = pipe.transformer.config.audio_acoustic_hidden_dim
         origins: list[float] = []
-        plan = Plan([], [], [], [], None, origins)
+        before: list[float | None] = []
+        plan = Plan([], [], [], [], None, origins, before)
         held_latents = torch.zeros(len(jobs), frames, channels)
         held_frames, generators, prompts = [], [], []
         for row, job in enumerate(jobs):
@@ -262,6 +263,8 @@ class Radio:
             plan.chords.append(torch.tensor(metas["chords"]))
             # a downbeat at the seam, the progression `beat` beats in (its first chord that long before)
             origins.append(job.held / self.rate - cursor.beat * 60.0 / float(metas["bpm"]))
+            # the held tail plays the last phrase's tempo: its sketch says so, a new tempo starts at the seam
+            before.append(float(cursor.bpm) if job.tail is not None and cursor.bpm is not None else None)
             if job.tail is not None:
                 held_latents[row, : job.held] = torch.as_tensor(job.tail)
             held_frames.append(job.held)

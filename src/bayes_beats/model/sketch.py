@@ -31,12 +31,16 @@ def sketch(
     frames: int,
     frame_rate: float,
     origin_s: float = 0.0,
+    bpm_before: float | None = None,
 ) -> torch.Tensor:
     """→ [frames, SKETCH_CHANNELS]. `origin_s` is the time of a strong beat (≤ 0: at or before the first
-    frame); beat k after it plays `chords[k % len(chords)]` ([n, 12] of ±1); `energy` is in [0, 1]."""
+    frame); beat k after it plays `chords[k % len(chords)]` ([n, 12] of ±1); `energy` is in [0, 1].
+    `bpm_before`: the tempo before the origin (a stream's held tail, played at the last phrase's tempo)."""
     device = chords.device  # training passes chords on the accelerator (seen on an H200: a CPU grid failed)
     t = torch.arange(frames, dtype=torch.float32, device=device) / frame_rate - origin_s
     beats = t * bpm / 60.0
+    if bpm_before is not None:
+        beats = torch.where(t < 0, t * bpm_before / 60.0, beats)
     angle = [2 * math.pi * beats, 4 * math.pi * beats, math.pi * beats]
     grid = torch.stack([f(a) for a in angle for f in (torch.cos, torch.sin)], dim=-1)
     chord = chords.to(torch.float32)[torch.remainder(torch.floor(beats).long(), len(chords))]
