@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -173,6 +174,8 @@ async def cycles(url: str, pid: int, n: int) -> dict:
 
 def in_process(streams: int = 8, segments: int = 4) -> dict:
     """The radio's own rate: audio seconds per second of rendering, one stream and `streams` batched."""
+    import torch
+
     from bayes_beats.core import paths
     from bayes_beats.core.config import load_params
     from bayes_beats.model.generate import load_generator
@@ -190,11 +193,23 @@ def in_process(streams: int = 8, segments: int = 4) -> dict:
             audio += sum(s.duration_s for s in rendered)
             cursors = [s.cursor for s in rendered]
         out[f"real_time_factor_{n}"] = round(audio / (time.perf_counter() - began), 1)
-    # /generate's in-process rate: 8 clients' 10-s clips as the renderer batches them
+    # /generate's in-process rate: 8 clients' 10-s clips in batches of 8 on two intra-op threads (the best
+    # in-process layout: the reference), and as the service renders them on CPU, two single-threaded sub-batches
     began = time.perf_counter()
     for i in range(4):
         generator.generate_with_plans(PROMPTS, 10.0, [i * 8 + j for j in range(8)])
     out["generate_requests_per_s"] = round(32 / (time.perf_counter() - began), 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(2) as cores:
+            began = time.perf_counter()
+            for i in range(4):
+                half = [(PROMPTS[:4], [i * 8 + j for j in range(4)]), (PROMPTS[4:], [i * 8 + j for j in range(4, 8)])]
+                list(cores.map(lambda part: generator.generate_with_plans(part[0], 10.0, part[1]), half))
+            out["generate_requests_per_s_two_single_threaded"] = round(32 / (time.perf_counter() - began), 3)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 

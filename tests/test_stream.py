@@ -24,7 +24,7 @@ from conftest import champion_env, champion_served, start_service
 
 from bayes_beats.api.encoder import AudioEncoder
 from bayes_beats.api.stream import StreamHub
-from bayes_beats.api.turns import RenderTurns
+from bayes_beats.api.turns import MARGIN, RenderTurns
 from bayes_beats.core.config import load_params
 from bayes_beats.core.processes import tree_usage
 from bayes_beats.model.generate import load_generator
@@ -130,8 +130,8 @@ def test_render_turns_go_to_the_earliest_deadline_and_a_leaver_passes_its_turn()
         assert turns.busy == 1 and turns.waiting == 3  # one at the renderer, the rest wait
         r, rate = turns.render_s, turns.s_per_audio_s
         # due at 10: after "leaver" and "urgent", then its own 4 s of audio at the measured rate
-        assert turns.wait_s(10.0, 4.0) == pytest.approx(3 * r + 4 * rate)
-        assert turns.wait_s(0.5, 4.0) == pytest.approx(r + 4 * rate)  # due before every waiting one: a slot
+        assert turns.wait_s(10.0, 4.0) == pytest.approx(MARGIN * (3 * r + 4 * rate))
+        assert turns.wait_s(0.5, 4.0) == pytest.approx(MARGIN * (r + 4 * rate))  # due before every waiting one
         assert turns.wait_s(0.5, 2.0) < turns.wait_s(0.5, 8.0)  # a short segment is a short render
         turns.rendered(3.0, 10.0)
         assert 1.0 < turns.render_s < 3.0 and rate < turns.s_per_audio_s < 0.3  # moving averages
