@@ -186,17 +186,17 @@ def keys(audio: np.ndarray, sr: int, bounds: np.ndarray, planned: list[str]) -> 
 def score(audio: np.ndarray, sr: int, segs: list[dict], seams: np.ndarray, gap: float, join: tuple | None) -> dict:
     """All figures of one stream of one variant (join: c's decode switch, (seconds before each seam, fade))."""
     end = len(audio) / sr
-    _, beats = librosa.beat.beat_track(y=audio, sr=sr, hop_length=BEAT_HOP, units="time")  # one tracker, whole minute
+    # one onset envelope (median over bands, as beat_track makes its own) for one tracker over the whole minute
+    onsets = librosa.onset.onset_strength(y=audio, sr=sr, hop_length=BEAT_HOP, aggregate=np.median)
+    _, beats = librosa.beat.beat_track(onset_envelope=onsets, sr=sr, hop_length=BEAT_HOP, units="time")
     bounds = np.r_[0.0, seams, end]
     # the same tracker told the planned tempo at every frame: it places beats only (its blind global tempo
     # bends the beats around a phrase's tempo step, at the seams that are phrase starts)
-    frames = librosa.times_like(
-        librosa.onset.onset_strength(y=audio, sr=sr, hop_length=BEAT_HOP), sr=sr, hop_length=BEAT_HOP
-    )
+    frames = librosa.times_like(onsets, sr=sr, hop_length=BEAT_HOP)
     planned = np.asarray([s["bpm"] for s in segs[: len(bounds) - 1]])[
         np.searchsorted(bounds[1:-1], frames, side="right")
     ]
-    _, placed = librosa.beat.beat_track(y=audio, sr=sr, hop_length=BEAT_HOP, bpm=planned, units="time")
+    _, placed = librosa.beat.beat_track(onset_envelope=onsets, sr=sr, hop_length=BEAT_HOP, bpm=planned, units="time")
     starts = [i for i, s in enumerate(segs[: len(bounds) - 1]) if s["phrase_start"]] + [len(bounds) - 1]
     spans = [(bounds[a], bounds[b], segs[a]["bpm"]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
     mids = (bounds[:-1] + bounds[1:]) / 2  # the tracker's own jitter: the same jump at mid-segment
