@@ -55,7 +55,13 @@ def continuation(radio: Radio, prompt: str, seed: int, seconds: float) -> tuple[
         spent += time.perf_counter() - start
         metas = {"bpm": seg.bpm, "keyscale": seg.keyscale, "energy": seg.energy, "chords": seg.cursor.chords}
         segs.append(
-            {**metas, "phrase_start": seg.phrase_start, "new": radio.job(cursor, None).new, "beat": cursor.beat}
+            {
+                **metas,
+                "phrase_start": seg.phrase_start,
+                "new": radio.job(cursor, None).new,
+                "beat": cursor.beat,
+                "lead_s": cursor.lead_s,
+            }
         )
         # the seam (where its new latents start) is hold_back_s after its audio starts: the crossfade's place
         assert (
@@ -68,13 +74,13 @@ def continuation(radio: Radio, prompt: str, seed: int, seconds: float) -> tuple[
 
 
 def alone(radio: Radio, prompt: str, seed: int, segs: list[dict]) -> list[np.ndarray]:
-    """Each segment rendered as a first one (no tail, origin 0) with its metas, long enough that its played
+    """Each segment rendered as a first one (no tail, its beat at the seam's lead) with its metas, long enough that its played
     audio (the window less hold_back_s) runs XFADE_S past its new frames, for b's fade-out."""
     extra = math.ceil((radio.settings.hold_back_s + XFADE_S) * radio.rate) + 1 + radio.overhang_frames
     out = []
     for k, s in enumerate(segs):
         metas = {key: s[key] for key in ("bpm", "keyscale", "energy", "chords")}
-        cursor = Cursor(prompt, seed, DEFAULT_TEMPERATURE, index=k, beat=s["beat"])
+        cursor = Cursor(prompt, seed, DEFAULT_TEMPERATURE, index=k, beat=s["beat"], lead_s=s["lead_s"])
         job = Job(cursor, None, metas, s["phrase_start"], beats=0, new=s["new"] + extra - radio.overhang_frames)
         audio = radio.render_group([job])[0].audio
         assert len(audio) >= s["new"] * radio.hop + XFADE_S * radio.sample_rate

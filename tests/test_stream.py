@@ -88,6 +88,7 @@ def test_a_modulation_goes_to_the_relative_key():
 def test_segments_ramp_up_in_bars_and_seams_after_the_first_phrase_end_a_progression(generator):
     radio = Radio(generator, SETTINGS)
     cursor, lengths, first_bpm = Cursor("sunny beach with friends", seed=2, temperature=1.0), [], 0.0
+    seams_s = 0.0  # where the seams are (whole frames) and where the beat grid is: it never slips
     for index in range(2 * SETTINGS.phrase_segments):
         job = radio.job(cursor, None)
         beat_s = 60.0 / job.metas["bpm"]
@@ -95,7 +96,7 @@ def test_segments_ramp_up_in_bars_and_seams_after_the_first_phrase_end_a_progres
             assert job.beats % BEATS_PER_BAR == 0  # the first phrase: whole bars
         else:  # the first phrase's end, and every seam after it: a progression's end
             assert (cursor.beat + job.beats) % len(job.metas["chords"]) == 0
-        assert job.new == round(job.beats * beat_s * radio.rate)
+        assert job.new == round((cursor.lead_s + job.beats * beat_s) * radio.rate)  # the frame nearest the beat
         if index % SETTINGS.phrase_segments == 0:
             assert cursor.beat == 0  # a phrase (a new plan) starts on its progression's first chord
         segment = radio.render([cursor], [None])[0]
@@ -103,6 +104,9 @@ def test_segments_ramp_up_in_bars_and_seams_after_the_first_phrase_end_a_progres
         first_bpm = first_bpm or job.metas["bpm"]
         cursor = segment.cursor
         assert cursor.beat == (job.cursor.beat + job.beats) % len(job.metas["chords"])
+        seams_s += job.new / radio.rate
+        assert abs(cursor.lead_s) <= 0.5 / radio.rate + 1e-9  # the next beat: within half a frame of its seam
+        assert seams_s + cursor.lead_s == pytest.approx(sum(lengths), abs=1e-6)
     first_bar = BEATS_PER_BAR * 60.0 / first_bpm
     least = SETTINGS.tail_s + SETTINGS.hold_back_s + 0.2  # the next segment's tail and the audio kept back
     assert lengths[0] <= max(SETTINGS.first_segment_s, least) + first_bar  # first audio soon: a bar or two

@@ -122,6 +122,55 @@ def test_condition_dropout_draws_last_and_only_when_on(tiny_project, monkeypatch
     assert 0 < wide["drop_sketch"].sum() < 64 and 0 < wide["drop_text"].sum() < 64
 
 
+def test_a_continuation_is_given_its_prefix_and_learns_only_the_frames_after_it(tiny_project, monkeypatch):
+    """Continuation training (the stream's segments): a share of crops get a clean prefix in the context
+    (ACE-Step's repaint source, chunk mask 0, the sketch kept) and their loss counts the frames after it."""
+    root, params = tiny_project
+    monkeypatch.chdir(root)
+    clips = CachedClips("data/encoded/train.safetensors")
+    codec = SpectrogramCodec.from_pretrained("models/codec")
+    frame_rate = conditioning.frame_rate(codec.config)
+    off = params.pretrain.model_copy(update={"continuation": 0.0, "batch_size": 32})
+    on = off.model_copy(update={"continuation": 0.5, "continuation_prefix": (0.2, 0.4)})
+    plain, held = (make_batch(clips, p, 3, 0, frame_rate, (0,), False) for p in (off, on))
+    assert "held" not in plain
+    for key in ("x0", "noise", "t", "origin", "bpm"):  # drawn last: the rest of the batch is as it was
+        torch.testing.assert_close(plain[key], held[key])
+    crop, counts = held["x0"].shape[1], held["held"]
+    given = counts > 0
+    assert 0 < given.sum() < 32
+    assert (counts[given] >= round(0.2 * crop)).all() and (counts[given] <= round(0.4 * crop)).all()
+
+    transformer, condition_encoder = build_tiny_denoiser(codec, params.model)
+    seen = {}
+    forward = transformer.forward
+
+    def recording(*args, **kwargs):
+        seen["context"] = kwargs["context_latents"]
+        seen["v"] = forward(*args, **kwargs)[0]
+        return (seen["v"],)
+
+    monkeypatch.setattr(transformer, "forward", recording)
+    denoiser = Denoiser(transformer, condition_encoder, frame_rate).eval()
+    with torch.no_grad():
+        loss = denoiser(held)["flow"]
+    context, v, channels = seen["context"], seen["v"], held["x0"].shape[-1]
+    source, mask = context[..., :channels], context[..., channels:]
+    sketch = conditioning.SKETCH_CHANNELS
+    for b in range(32):
+        n = int(counts[b])
+        assert (mask[b, :n] == 0).all() and (mask[b, n:] == 1).all()
+        torch.testing.assert_close(source[b, :n, sketch:], held["x0"][b, :n, sketch:].to(source))
+        assert not torch.equal(source[b, n:, sketch:], held["x0"][b, n:, sketch:].to(source))
+    with torch.no_grad():
+        _, unheld_context = denoiser(plain), seen["context"]
+    torch.testing.assert_close(source[..., :sketch], unheld_context[..., :sketch])  # the sketch runs on through
+    error = (v.float() - (held["noise"] - held["x0"]).float()).pow(2).mean(-1)
+    after = torch.arange(crop)[None, :] >= counts[:, None]
+    torch.testing.assert_close(loss, error[after].mean())
+    assert not torch.isclose(loss, error.mean())
+
+
 def test_checkpoints_are_stale_when_anything_in_the_cache_changes(tiny_project, tmp_path):
     """A resumed run must be the run its checkpoint came from: re-measured chords (same clips, same bpm)
     once let `pretrain` resume a finished run made on other chords and train nothing."""

@@ -155,6 +155,10 @@ class TrainParams(Section):
     tempo_augment: float = Field(ge=0, le=1)
     tempo_augment_bpm: tuple[float, float]
     max_stretch: float = Field(ge=1)
+    # continuation: this share of items is given a clean prefix (a fraction of the crop drawn within
+    # continuation_prefix) in the context, ACE-Step's repaint source, and learns only the frames after it
+    continuation: float = Field(ge=0, le=1)
+    continuation_prefix: tuple[float, float]
 
 
 class PretrainParams(TrainParams):

@@ -3,10 +3,11 @@
 the silence reference) and the context latents (ACE-Step's source latents, here silence carrying the
 per-frame sketch, beside a chunk mask of ones: generate every frame).
 
-A continuation (a segment that carries on from the end of the previous one) needs no other path: its
-sketch starts at the beat phase where the last segment ended (`Sketch.origin`, as training's crops do)
-and the sampler holds the previous tail in the latents (docs/design.md, "Sampler, conditioning and
-continuation")."""
+A continuation (a segment that carries on from the end of the previous one) takes the same path: its
+sketch starts at the beat phase where the last segment ended (`Sketch.origin`, as training's crops do),
+the previous tail is given in the context (`held`: ACE-Step's repaint source and chunk mask, trained by
+`pretrain` and `finetune` on a share of crops) and the sampler holds it in the latents (docs/design.md,
+"Sampler, conditioning and continuation")."""
 
 from __future__ import annotations
 
@@ -113,13 +114,17 @@ def condition(
     dtype: torch.dtype | None = None,
     drop_sketch: torch.Tensor | None = None,
     drop_text: torch.Tensor | None = None,
+    held: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """→ (encoder_hidden_states, context_latents) for the DiT, on `text_states`' device.
 
     text_states: the prompt's token states (already conditioned by the prompt head where there is one).
     timbre: `FrozenTimbre`'s encoding. drawn: each item's sketch (None: plain silence, no sketch).
     dtype: of the context (default: the silence latent's). drop_sketch / drop_text (training's condition
-    dropout, [batch] bool): the item's sketch zeroed / its states replaced by ACE-Step's CFG null."""
+    dropout, [batch] bool): the item's sketch zeroed / its states replaced by ACE-Step's CFG null.
+    held: (latents [batch, ≥ frames, channels], counts [batch]): a continuation, ACE-Step's repaint/extend
+    context. An item's first `count` frames are given: their latents fill the source's audio channels (the
+    sketch keeps its own, so the grid runs on through them) and the chunk mask is 0 there."""
     batch, device = text_states.shape[0], text_states.device
     states = encode_conditions(condition_encoder, text_states, text_mask, lyric_states, lyric_mask, *timbre)
     if drop_text is not None:
@@ -132,4 +137,11 @@ def condition(
     if drop_sketch is not None:
         keep = (~drop_sketch)[:, None, None].to(src)
         src[..., :SKETCH_CHANNELS] = src[..., :SKETCH_CHANNELS] * keep
-    return states, torch.cat([src, torch.ones_like(src)], dim=-1)  # chunk mask of ones: generate everything
+    mask = torch.ones_like(src)  # chunk mask of ones: generate everything
+    if held is not None:
+        latents, counts = held
+        given = torch.arange(frames, device=device)[None, :, None] < counts.to(device)[:, None, None]
+        audio = torch.arange(src.shape[-1], device=device)[None, None, :] >= SKETCH_CHANNELS
+        src = torch.where(given & audio, latents[:, :frames].to(src), src)
+        mask = torch.where(given, torch.zeros_like(mask), mask)
+    return states, torch.cat([src, mask], dim=-1)

@@ -150,9 +150,10 @@ class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
         guidance: guidance on the sketch, with a plan ({sketch_guidance, beat_guidance,
             beat_guidance_above_t}; None: off), see `guided_velocity`.
         held_latents, held_frames: continuation ([batch, frames, channels] and, per item, how many leading
-            frames are given): those frames are the previous segment's tail, held at each step at the current
-            noise level (x_t = t·noise + (1 − t)·tail, training's interpolation), so the rest is denoised
-            against them; an item with 0 held frames is plain text-to-music (docs/design.md, "The stream").
+            frames are given): those frames are the previous segment's tail, given clean in the context
+            (ACE-Step's repaint source, chunk mask 0) and held at each step at the current noise level
+            (x_t = t·noise + (1 − t)·tail, training's interpolation), so the rest is denoised against them;
+            an item with 0 held frames is plain text-to-music (docs/design.md, "The stream").
         output_type: "latent" ([batch, frames, channels]), "pt" or "np" (audio [batch, channels, samples])."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch, device, dtype = len(prompts), self._execution_device, self.transformer.dtype
@@ -167,6 +168,9 @@ class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
             text_states = self.prompt_head.condition(text_states, plan.z.to(device))
         lyric_states, lyric_mask = encode_lyrics(self.tokenizer, self.text_encoder, batch, device)
         where = self.condition_encoder.device
+        held = None  # a continuation: the tail given in the context, as pretrain and finetune train it
+        if held_latents is not None and held_frames is not None and any(held_frames):
+            held = (held_latents.to(where), torch.as_tensor(held_frames, device=where))
         states, context = condition(
             self.condition_encoder,
             self.timbre(self.condition_encoder, self.latents_per_second, where, dtype),
@@ -175,6 +179,7 @@ class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
             rate=self.latents_per_second,
             drawn=plan.sketch() if plan else None,
             dtype=dtype,
+            held=held,
         )
         states, context = states.to(device), context.to(device)
 

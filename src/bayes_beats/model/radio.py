@@ -63,6 +63,9 @@ class Cursor:
     energy: float | None = None
     chords: list[list[float]] | None = None
     beat: int = 0  # the progression's beat at the next seam (0 at a phrase's start)
+    # the grid's beat at the next seam falls this long after the seam's frame (within half a frame): a segment
+    # is whole latent frames and its bars are not, so the remainder is carried and the grid never slips
+    lead_s: float = 0.0
     tail: str | None = None  # the last `tail` latent frames [frames, channels] (pack)
     held: str | None = None  # the audio kept back: the start of the next crossfade (pack)
     gain: float | None = None
@@ -220,7 +223,7 @@ class Radio:
         metas, boundary = self.next_phrase(cursor, taste, embedding)
         beats = self.new_beats(metas, cursor)
         tail = unpack(cursor.tail, cursor.channels) if cursor.tail else None
-        new = round(beats * 60.0 / metas["bpm"] * self.rate)
+        new = round((cursor.lead_s + beats * 60.0 / metas["bpm"]) * self.rate)  # the seam nearest the next beat
         return Job(cursor, taste, metas, boundary, beats, new, tail, embedding)
 
     # -- rendering ------------------------------------------------------------------------------------
@@ -262,7 +265,7 @@ class Radio:
             plan.energy.append(float(metas["energy"]))
             plan.chords.append(torch.tensor(metas["chords"]))
             # a downbeat at the seam, the progression `beat` beats in (its first chord that long before)
-            origins.append(job.held / self.rate - cursor.beat * 60.0 / float(metas["bpm"]))
+            origins.append(job.held / self.rate + cursor.lead_s - cursor.beat * 60.0 / float(metas["bpm"]))
             # the held tail plays the last phrase's tempo: its sketch says so, a new tempo starts at the seam
             before.append(float(cursor.bpm) if job.tail is not None and cursor.bpm is not None else None)
             if job.tail is not None:
@@ -326,6 +329,7 @@ class Radio:
                 "energy": metas["energy"],
                 "chords": metas["chords"],
                 "beat": (cursor.beat + job.beats) % len(metas["chords"]),
+                "lead_s": cursor.lead_s + job.beats * 60.0 / metas["bpm"] - job.new / self.rate,
                 "tail": pack(latents[seam - tail_frames : seam]),
                 "held": pack(kept),
                 "gain": target,

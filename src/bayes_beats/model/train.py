@@ -107,6 +107,7 @@ class Denoiser(nn.Module):
             ),
             drop_sketch=batch.get("drop_sketch"),  # the unguided branch of sketch guidance: the whole sketch zeroed
             drop_text=batch.get("drop_text"),  # text replaced by the null embedding (ACE-Step's CFG null)
+            held=(x0, batch["held"]) if "held" in batch else None,  # a continuation: its prefix given
         )
         v = self.transformer(
             hidden_states=xt,
@@ -116,7 +117,12 @@ class Denoiser(nn.Module):
             context_latents=context,
             return_dict=False,
         )[0]
-        losses["flow"] = nn.functional.mse_loss(v.float(), (noise - x0).float())
+        error = (v.float() - (noise - x0).float()).pow(2)
+        if "held" in batch:  # a continuation learns the frames it generates, not the prefix it was given
+            new = (torch.arange(x0.shape[1], device=x0.device)[None, :] >= batch["held"][:, None]).to(error)
+            losses["flow"] = (error.mean(-1) * new).sum() / new.sum().clamp(min=1)
+        else:
+            losses["flow"] = error.mean()
         losses["loss"] = losses["flow"] + self.kl_weight * losses.get("kl", 0)
         return losses
 
@@ -163,6 +169,10 @@ def make_batch(
         batch["drop_text"] = torch.rand(params.batch_size, generator=gen) < params.text_dropout
     if params.tempo_augment > 0:
         stretch(batch, rows["latents"], starts, params, gen, frame_rate)
+    if params.continuation > 0:  # a share of crops continue a given prefix, as a stream's segments do
+        low, high = (round(f * crop) for f in params.continuation_prefix)
+        prefix = torch.randint(low, high + 1, (params.batch_size,), generator=gen)
+        batch["held"] = torch.where(torch.rand(params.batch_size, generator=gen) < params.continuation, prefix, 0)
     return batch
 
 
