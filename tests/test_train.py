@@ -16,7 +16,14 @@ import bayes_beats
 from bayes_beats.model import conditioning
 from bayes_beats.model.codec import SpectrogramCodec
 from bayes_beats.model.denoiser import build_tiny_denoiser
-from bayes_beats.model.train import CachedClips, Denoiser, _code_fingerprint, make_batch
+from bayes_beats.model.train import (
+    CachedClips,
+    Denoiser,
+    _code_fingerprint,
+    _discard_stale_checkpoints,
+    make_batch,
+    weights_fingerprint,
+)
 
 LORA = "models/finetuned/lora/pytorch_lora_weights.safetensors"
 
@@ -187,6 +194,29 @@ def test_checkpoints_are_stale_when_anything_in_the_cache_changes(tiny_project, 
     original = CachedClips(root / "data/encoded/train.safetensors").fingerprint()
     assert CachedClips(tmp_path / "same.safetensors").fingerprint() == original
     assert CachedClips(tmp_path / "changed.safetensors").fingerprint() != original
+
+
+def test_a_resume_needs_the_weights_its_checkpoints_started_from(tiny_project, tmp_path):
+    """A checkpoint holds the whole model: a finetune whose base was retrained (pretrain with other params)
+    once resumed the old run's last checkpoint, bringing the old base back and training nothing."""
+    from accelerate import Accelerator
+
+    root, params = tiny_project
+    codec = SpectrogramCodec.from_pretrained(root / "models/codec")
+    clips = CachedClips(root / "data/encoded/train.safetensors")
+    rate = conditioning.frame_rate(codec.config)
+    base, retrained = (Denoiser(*build_tiny_denoiser(codec, params.model), rate) for _ in range(2))
+    assert weights_fingerprint(base) == weights_fingerprint(retrained)  # built alike: resumable
+    with torch.no_grad():
+        next(retrained.transformer.parameters()).view(-1)[0] += 1e-3  # pretrain ran again
+    assert weights_fingerprint(base) != weights_fingerprint(retrained)
+    accelerator, trained = Accelerator(cpu=True), [("lora", [4, 4])]
+    for weights, kept in ((base, True), (base, True), (retrained, False)):
+        (tmp_path / "checkpoint-300").mkdir(exist_ok=True)
+        _discard_stale_checkpoints(
+            tmp_path, params.finetune, clips, trained, accelerator, "finetune", weights_fingerprint(weights)
+        )
+        assert (tmp_path / "checkpoint-300").is_dir() == kept
 
 
 class PulseClips:

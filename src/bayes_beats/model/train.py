@@ -240,9 +240,10 @@ def train(
         params.lr_scheduler, optimizer, num_warmup_steps=params.lr_warmup_steps, num_training_steps=params.steps
     )
     trained = [(name, list(p.shape)) for name, p in denoiser.named_parameters() if p.requires_grad]
+    start = weights_fingerprint(denoiser)  # what it starts from: finetune's base is pretrain's output
     denoiser, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
     step, history = 0, []
-    _discard_stale_checkpoints(checkpoint_dir, params, clips, trained, accelerator, desc)
+    _discard_stale_checkpoints(checkpoint_dir, params, clips, trained, accelerator, desc, start)
     checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=checkpoint_step)
     if checkpoints:
         accelerator.load_state(str(checkpoints[-1]))
@@ -299,6 +300,15 @@ def checkpoint_step(path: Path) -> int:
     return int(path.name.split("-")[1])
 
 
+def weights_fingerprint(module: nn.Module) -> str:
+    """A hash of every parameter and buffer of `module`, by name: the weights a run starts from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _discard_stale_checkpoints(
     root: Path,
     params: TrainParams,
@@ -306,10 +316,14 @@ def _discard_stale_checkpoints(
     trained: list[tuple[str, list[int]]],
     accelerator: Accelerator,
     stage: str,
+    start: str,
 ) -> None:
-    """Checkpoints persist across `dvc repro` runs (for resume); ones made with other params, data, code or
-    trainable parameters go (a resume with other trainable parameters fails on the optimizer's groups)."""
+    """Checkpoints persist across `dvc repro` runs (for resume); ones made with other params, data, code,
+    trainable parameters (a resume with others fails on the optimizer's groups) or starting weights go: a
+    checkpoint holds the whole model, so a finetune resumed on a retrained base would bring the old base
+    back and train nothing."""
     fingerprint = {
+        "start": start,
         **params.model_dump(exclude={"checkpointing_steps", "checkpoints_total_limit", "log_every"}),
         "clips": clips.fingerprint(),
         "processes": accelerator.num_processes,
