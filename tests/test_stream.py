@@ -57,6 +57,15 @@ def test_the_sampler_holds_the_tail_exactly_and_no_held_frames_is_plain_text_to_
     assert torch.equal(out[0, :held], tail[0, :held])  # the tail comes out exactly as it was played
     assert not torch.equal(out[0, held:], plain[0, held:])  # and the rest was denoised against it
     assert torch.equal(out[1], plain[1])  # per item: the other item is untouched
+    # a model trained to continue (pretrain's `continuation`) is also given the tail in its context
+    assert not pipe.config.continues  # the toy project trains none: the tail is held in the latents only
+    pipe.register_to_config(continues=True)
+    try:
+        given = run(held_latents=tail, held_frames=[held, 0])
+    finally:
+        pipe.register_to_config(continues=False)
+    assert torch.equal(given[0, :held], tail[0, :held]) and torch.equal(given[1], plain[1])
+    assert not torch.equal(given[0, held:], out[0, held:])
 
 
 def test_segments_join_end_to_end_the_plan_moves_only_at_phrases_and_a_cursor_is_all_a_stream_is(generator):

@@ -62,7 +62,7 @@ def run(params: Params) -> None:
 def save(codec, transformer, condition_encoder, params: Params, history: list[dict]) -> None:
     import mlflow
 
-    pipe = assemble(codec, transformer, condition_encoder)
+    pipe = assemble(codec, transformer, condition_encoder, continues=params.pretrain.continuation > 0)
     metrics = {"steps": params.pretrain.steps, "final_loss": history[-1]["loss"], "first_loss": history[0]["loss"]}
     with atomic_dir(OUT_DIR) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)

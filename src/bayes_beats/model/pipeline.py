@@ -69,8 +69,10 @@ class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
         audio_token_detokenizer=None,
         prompt_head=None,
         planner=None,
+        continues: bool = False,  # trained to continue a given tail (pretrain's `continuation`): see __call__
     ):
         super().__init__()
+        self.register_to_config(continues=continues)  # model_index.json: a saved model says how it was trained
         self.register_modules(
             vae=vae,
             text_encoder=text_encoder,
@@ -151,7 +153,7 @@ class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
             beat_guidance_above_t}; None: off), see `guided_velocity`.
         held_latents, held_frames: continuation ([batch, frames, channels] and, per item, how many leading
             frames are given): those frames are the previous segment's tail, given clean in the context
-            (ACE-Step's repaint source, chunk mask 0) and held at each step at the current noise level
+            (ACE-Step's repaint source, chunk mask 0) by a model trained to continue (`continues`), and held at each step at the current noise level
             (x_t = t·noise + (1 − t)·tail, training's interpolation), so the rest is denoised against them;
             an item with 0 held frames is plain text-to-music (docs/design.md, "The stream").
         output_type: "latent" ([batch, frames, channels]), "pt" or "np" (audio [batch, channels, samples])."""
@@ -168,8 +170,8 @@ class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
             text_states = self.prompt_head.condition(text_states, plan.z.to(device))
         lyric_states, lyric_mask = encode_lyrics(self.tokenizer, self.text_encoder, batch, device)
         where = self.condition_encoder.device
-        held = None  # a continuation: the tail given in the context, as pretrain and finetune train it
-        if held_latents is not None and held_frames is not None and any(held_frames):
+        held = None  # a continuation: the tail given in the context, where pretrain trained it so
+        if self.config.continues and held_latents is not None and held_frames is not None and any(held_frames):
             held = (held_latents.to(where), torch.as_tensor(held_frames, device=where))
         states, context = condition(
             self.condition_encoder,
@@ -259,7 +261,9 @@ def guided_velocity(
     return guided + beat * (v_sketch - v_double[0]) if v_double else guided
 
 
-def assemble(codec: SpectrogramCodec, transformer, condition_encoder, prompt_head=None, planner=None) -> VibePipeline:
+def assemble(
+    codec: SpectrogramCodec, transformer, condition_encoder, prompt_head=None, planner=None, continues: bool = False
+) -> VibePipeline:
     """The full pipeline around trained parts (loads the frozen MiniLM text encoder)."""
     text_encoder, tokenizer = load_text_encoder()
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0)
@@ -272,4 +276,5 @@ def assemble(codec: SpectrogramCodec, transformer, condition_encoder, prompt_hea
         scheduler=scheduler,
         prompt_head=prompt_head,
         planner=planner,
+        continues=continues,
     )
