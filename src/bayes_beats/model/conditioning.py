@@ -101,6 +101,12 @@ def without_sketch(context: torch.Tensor) -> torch.Tensor:
     return dropped
 
 
+def given(counts: torch.Tensor | list[int], frames: int, device: torch.device | str) -> torch.Tensor:
+    """[batch, frames, 1] bool: each item's first `count` frames, the ones a continuation is given."""
+    counts = torch.as_tensor(counts, device=device)
+    return torch.arange(frames, device=device)[None, :, None] < counts[:, None, None]
+
+
 def condition(
     condition_encoder,
     timbre: tuple[torch.Tensor, torch.Tensor],
@@ -140,8 +146,8 @@ def condition(
     mask = torch.ones_like(src)  # chunk mask of ones: generate everything
     if held is not None:
         latents, counts = held
-        given = torch.arange(frames, device=device)[None, :, None] < counts.to(device)[:, None, None]
+        held_frames = given(counts, frames, device)
         audio = torch.arange(src.shape[-1], device=device)[None, None, :] >= SKETCH_CHANNELS
-        src = torch.where(given & audio, latents[:, :frames].to(src), src)
-        mask = torch.where(given, torch.zeros_like(mask), mask)
+        src = torch.where(held_frames & audio, latents[:, :frames].to(src), src)
+        mask = torch.where(held_frames, torch.zeros_like(mask), mask)
     return states, torch.cat([src, mask], dim=-1)

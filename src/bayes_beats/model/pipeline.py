@@ -21,7 +21,7 @@ from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from bayes_beats.model.codec import SpectrogramCodec
-from bayes_beats.model.conditioning import FrozenTimbre, Sketch, condition, frame_rate, without_sketch
+from bayes_beats.model.conditioning import FrozenTimbre, Sketch, condition, frame_rate, given, without_sketch
 from bayes_beats.model.diffusers_adapter import timestep_schedule
 from bayes_beats.model.sketch import double_time
 from bayes_beats.model.text import embed, encode_lyrics, encode_text, format_prompt, load_text_encoder
@@ -193,9 +193,11 @@ class VibePipeline(DiffusionPipeline, AceStepLoraLoaderMixin):
         xt = latents.to(device=device, dtype=dtype)
         hold = None
         if held_latents is not None and held_frames is not None and any(held_frames):
-            frame = torch.arange(frames, device=device)[None, :, None]
-            counts = torch.as_tensor(held_frames, device=device)[:, None, None]
-            hold = (frame < counts, xt.clone(), held_latents[:, :frames].to(device=device, dtype=dtype))
+            hold = (
+                given(held_frames, frames, device),
+                xt.clone(),
+                held_latents[:, :frames].to(device=device, dtype=dtype),
+            )
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)
         scheduler.set_timesteps(sigmas=timestep_schedule(num_inference_steps, shift, device).tolist(), device=device)
         with self.progress_bar(total=len(scheduler.timesteps)) as progress:

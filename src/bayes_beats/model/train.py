@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bayes_beats.core.config import TrainParams
-from bayes_beats.model.conditioning import FrozenTimbre, Sketch, condition
+from bayes_beats.model.conditioning import FrozenTimbre, Sketch, condition, given
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,8 @@ class Denoiser(nn.Module):
         )[0]
         error = (v.float() - (noise - x0).float()).pow(2)
         if "held" in batch:  # a continuation learns the frames it generates, not the prefix it was given
-            new = (torch.arange(x0.shape[1], device=x0.device)[None, :] >= batch["held"][:, None]).to(error)
-            losses["flow"] = (error.mean(-1) * new).sum() / new.sum().clamp(min=1)
+            new = (~given(batch["held"], x0.shape[1], x0.device)).to(error)  # [batch, frames, 1]
+            losses["flow"] = (error * new).mean(-1).sum() / new.sum().clamp(min=1)
         else:
             losses["flow"] = error.mean()
         losses["loss"] = losses["flow"] + self.kl_weight * losses.get("kl", 0)
