@@ -3,15 +3,12 @@
 Unseen lo-fi vibes × seeds, 60-s streams, three ways to make the same minute from the same plans:
   a_concat   each segment rendered alone (no held tail, its strong beat at its start), butted together;
   b_xfade    the same lone segments joined by a short equal-power crossfade at each seam;
-  c_continue what `Radio` plays: each segment continues the last (held latents, crossfade inside the tail),
-             its new beats spliced onto the played ones' phase (`stream.max_beat_shift_s`);
-  c_unlocked the same without the splice (max_beat_shift_s 0): what the splice adds, side by side.
+  c_continue what `Radio` plays: each segment continues the last (held latents, crossfade inside the tail).
 The continuation stream is rendered first; each of its segments' metas (bpm, key, energy, chords) is then
 rendered alone with `Radio.render_group` and no tail, so a/b differ from c only in the continuation.
 
-Seams are where a segment's new latents start (cumulative new frames in a and b; c's `Segment.seam_s`, which
-the splice moves by a few ms); c also switches decodes `hold_back_s` earlier (its "join"), scored apart and
-together with its seam."""
+Seams are where a segment's new latents start (cumulative new frames, the same sample in all three); c also
+switches decodes `hold_back_s` earlier (its "join"), scored apart and together with its seam."""
 
 from __future__ import annotations
 
@@ -45,7 +42,7 @@ XFADE_S = 0.15  # b's crossfade: long enough to hide a click, short against a be
 JUMP_OK_S = 0.040  # a beat displaced by more than ~40 ms is heard as a stumble
 WINDOW_S = 0.05  # the short-time frames flux and loudness are read in
 MARGIN_S = 0.6  # inside a segment: this far from any seam (c's join sits hold_back_s = 0.5 s before it)
-VARIANTS = ("a_concat", "b_xfade", "c_continue", "c_unlocked")
+VARIANTS = ("a_concat", "b_xfade", "c_continue")
 
 
 # -- the three minutes ---------------------------------------------------------------------------------
@@ -64,12 +61,12 @@ def continuation(radio: Radio, prompt: str, seed: int, seconds: float) -> tuple[
                 "new": radio.job(cursor, None).new,
                 "beat": cursor.beat,
                 "lead_s": cursor.lead_s,
-                "seam_s": seg.seam_s,
-                "shift_ms": round(seg.shift_s * 1000, 1),
             }
         )
-        # the seam (where its new latents start) is hold_back_s after its audio starts, less the splice's drop
-        assert not audio or abs(seg.start_s + radio.settings.hold_back_s - seg.shift_s - seg.seam_s) < 1e-3
+        # the seam (where its new latents start) is hold_back_s after its audio starts: the crossfade's place
+        assert (
+            not audio or seg.start_s + radio.settings.hold_back_s - sum(s["new"] for s in segs[:-1]) / radio.rate < 1e-3
+        )
         audio.append(seg.audio)
         cursor = seg.cursor
     played = np.concatenate(audio)
@@ -287,36 +284,26 @@ def run(prompts=PROMPTS, seeds=SEEDS, seconds: float = SECONDS, model_dir: str |
 
     model_dir = model_dir or "models/finetuned"  # `make bench` runs after `make demo`, in the repo root
     start = time.perf_counter()
-    settings = load_params().stream
-    generator = load_generator(model_dir, device="cpu")
-    radio, unlocked = (
-        Radio(generator, settings),
-        Radio(generator, settings.model_copy(update={"max_beat_shift_s": 0.0})),
-    )
+    radio = Radio(load_generator(model_dir, device="cpu"), load_params().stream)
     sr, hop, join = radio.sample_rate, radio.hop, radio.settings.hold_back_s
     streams, per_variant = [], {v: [] for v in VARIANTS}
     for prompt in prompts:
         for seed in seeds:
             cont, segs = continuation(radio, prompt, seed, seconds)
-            plain, plain_segs = continuation(unlocked, prompt, seed, seconds)
-            assert [s["new"] for s in plain_segs] == [s["new"] for s in segs]  # the splice moves audio, not plans
-            lengths = [s["new"] * hop for s in segs]  # a/b's seams: cumulative new frames
+            lengths = [s["new"] * hop for s in segs]  # seams: cumulative new frames, the same in every variant
             pieces = alone(radio, prompt, seed, segs)
-            n = min(len(cont["audio"]), len(plain["audio"]))  # ≥ seconds less a few splices: whole segments
+            n = len(cont["audio"])  # ≥ seconds: whole segments, so every seam has a segment after it
             audio = {"a_concat": butt(pieces, lengths)[:n], "b_xfade": crossfade(pieces, lengths, int(XFADE_S * sr))[:n],
-                     "c_continue": cont["audio"][:n], "c_unlocked": plain["audio"][:n]}  # fmt: skip
+                     "c_continue": cont["audio"][:n]}  # fmt: skip
             seams = np.cumsum(lengths)[:-1] / sr
-            at = {"c_continue": np.array([s["seam_s"] for s in segs[1:]]), "c_unlocked": seams}
-            # c's decode switch: hold_back_s before the seam, plus what the splice dropped between them
-            joins = {"c_continue": join - np.array([s["shift_ms"] for s in segs[1:]]) / 1000}
             rows = {
-                v: score(a, sr, segs, at.get(v, seams), {"a_concat": 0.0, "b_xfade": XFADE_S}.get(v, 0.0),
-                         (joins.get(v, join), radio.settings.crossfade_s) if v.startswith("c_") else None)
+                v: score(a, sr, segs, seams, {"a_concat": 0.0, "b_xfade": XFADE_S}.get(v, 0.0),
+                         (join, radio.settings.crossfade_s) if v == "c_continue" else None)
                 for v, a in audio.items()
             }  # fmt: skip
             for v, r in rows.items():
                 per_variant[v].append(r)
-            plan = [{k: s[k] for k in ("bpm", "keyscale", "energy", "phrase_start", "shift_ms")} for s in segs]
+            plan = [{k: s[k] for k in ("bpm", "keyscale", "energy", "phrase_start")} for s in segs]
             streams.append({"prompt": prompt, "seed": seed, "plan": plan, "seams_s": seams.round(3).tolist(), "length_s": round(n / sr, 2),
                             "c_render_s": round(cont["render_s"], 1), "c_rtf": round(cont["rtf"], 3), **rows})  # fmt: skip
             print(prompt, seed, f"rtf {cont['rtf']:.2f}", flush=True)

@@ -10,7 +10,7 @@ import torch
 from bayes_beats.data.synth import plan_track, render_track
 from bayes_beats.model.generate import load_generator
 from bayes_beats.model.sketch import BEAT, CHROMA, ENERGY, HALF_BAR, SKETCH_CHANNELS, chords_of, sketch, triad
-from bayes_beats.music.analysis import beat_chords, beat_grid, beat_phase
+from bayes_beats.music.analysis import beat_chords, beat_grid
 from bayes_beats.music.moods import anchor_texts, mood_anchors, scene_anchors
 from bayes_beats.music.theory import metas_in_text
 
@@ -36,17 +36,6 @@ def test_sketch_carries_the_beat_the_strong_beats_the_chords_and_the_energy():
     assert torch.equal(slower[50:], same[50:]) and not torch.allclose(slower[:50], same[:50])
     tail_cos = slower[:, BEAT][:, 0]
     assert torch.allclose(tail_cos[[20, 50]], torch.ones(2), atol=1e-4)  # beats 0.6 s apart (100 BPM), to the seam
-
-
-def test_beat_phase_reads_how_far_a_clips_beats_are_from_a_grid_to_a_few_ms():
-    sr, rng = 22050, np.random.default_rng(5)
-    plan = plan_track(rng)
-    track, period = render_track(plan, 8.0, sr, rng), 60.0 / plan.bpm
-    # the corpus's beats fall at k · period; the envelope's lag is the same in every reading: differences are exact
-    on = beat_phase(track, sr, plan.bpm, 0.0)
-    for moved in (0.03, -0.05, 0.11):
-        assert beat_phase(track, sr, plan.bpm, -moved) - on == pytest.approx(moved, abs=0.003)
-    assert abs(beat_phase(track, sr, plan.bpm, period / 2) - on) == pytest.approx(period / 2, abs=0.003)
 
 
 def test_beat_grid_and_chords_are_read_from_a_clip_as_it_is():

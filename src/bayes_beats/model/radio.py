@@ -28,14 +28,10 @@ from bayes_beats.core.config import StreamParams
 from bayes_beats.model.generate import Generator, take_seeds
 from bayes_beats.model.pipeline import Plan
 from bayes_beats.model.sketch import transpose
-from bayes_beats.music.analysis import beat_phase
-from bayes_beats.music.audio import splice
 from bayes_beats.music.theory import PITCH_CLASSES, parse_keyscale
 
 PEAK = 10.0 ** (-1.0 / 20.0)  # -1 dBFS, as the pipeline normalises a clip
 BEATS_PER_BAR = 4  # the metas' time signature (text.format_prompt)
-PHASE_S = 4.0  # the beats' phase is read over this much audio either side of a seam (4–5 beats at 67 bpm)
-SPLICE_S = 0.02  # the splice that keeps the beat's phase: a short equal-power crossfade, between beats
 
 
 def pack(array: np.ndarray | None) -> str | None:
@@ -70,9 +66,6 @@ class Cursor:
     # the grid's beat at the next seam falls this long after the seam's frame (within half a frame): a segment
     # is whole latent frames and its bars are not, so the remainder is carried and the grid never slips
     lead_s: float = 0.0
-    # where the played beats fell against that grid over the last segment's end (music.analysis.beat_phase):
-    # the next segment's beats are spliced to continue them
-    phase_s: float | None = None
     tail: str | None = None  # the last `tail` latent frames [frames, channels] (pack)
     held: str | None = None  # the audio kept back: the start of the next crossfade (pack)
     gain: float | None = None
@@ -94,8 +87,6 @@ class Segment:
     keyscale: str
     energy: float
     phrase_start: bool  # the plan may have changed here
-    seam_s: float = 0.0  # where its new latents start in the stream (its audio starts hold_back_s earlier)
-    shift_s: float = 0.0  # audio dropped (+) or repeated (−) before its first new beat, to keep the beat's phase
     features: list[float] | None = None
     plan: dict | None = None
     cursor: Cursor | None = None  # what the next segment continues
@@ -304,14 +295,9 @@ class Radio:
         audio = pipe.vae.decode(latents.transpose(1, 2).to(pipe.vae.dtype)).sample.float()[:, 0].cpu().numpy()
         return [self._join(job, latents[row].cpu().numpy(), audio[row]) for row, job in enumerate(jobs)]
 
-    def _phase(self, audio: np.ndarray, lo: int, hi: int, beat_s: float, bpm: float) -> float:
-        """beat_phase of window samples [lo, hi) against a grid with a beat at window second `beat_s`."""
-        return beat_phase(audio[lo:hi], self.sample_rate, bpm, beat_s - lo / self.sample_rate)
-
     def _join(self, job: Job, latents: np.ndarray, audio: np.ndarray) -> Segment:
-        """The window's audio joined to what was played: crossfade inside the tail, the new beats spliced onto
-        the played ones' phase, a gain ramp, then the new end kept back for the next seam. Window sample s is
-        stream sample window_start + s until the splice, window_start + s − shift after it."""
+        """The window's audio joined to what was played: crossfade inside the tail, a gain ramp, then the
+        new end kept back for the next seam. Window sample s is stream sample window_start + s."""
         cursor, taste, metas, held = job.cursor, job.taste, job.metas, job.held
         s = self.settings
         sr, hop = self.sample_rate, self.hop
@@ -321,24 +307,7 @@ class Radio:
         window_start = cursor.window_start
         begin = cursor.played_samples - window_start  # the first window sample not yet played
         end = seam * hop - keep  # kept back from here: the next segment's crossfade (its tail holds this audio)
-        # the model puts its beats near the sketch's grid, not on it: read where the new beats fall against the
-        # grid (the downbeat lead_s after this seam) and where the played ones fell against it (carried), and
-        # drop or repeat the difference halfway between the last held beat and the first new one
-        bpm, reach = float(metas["bpm"]), int(PHASE_S * sr)
-        downbeat = held / self.rate + cursor.lead_s
-        shift = 0
-        if cursor.phase_s is not None and held and s.max_beat_shift_s > 0:
-            phase, beat_s = self._phase(audio, held * hop, min(held * hop + reach, seam * hop), downbeat, bpm), 60 / bpm
-            drift = (phase - cursor.phase_s + beat_s / 2) % beat_s - beat_s / 2
-            shift = int(round(float(np.clip(drift, -s.max_beat_shift_s, s.max_beat_shift_s)) * sr))
-        splice_at = int((downbeat - 30.0 / float(cursor.bpm or bpm)) * sr)  # half a beat before the downbeat
-        splice_at = max(splice_at, begin + fade + abs(shift))  # after the crossfade, which both decodes share
-        fresh = splice(audio[begin : end + fade].astype(np.float32), splice_at - begin, shift, int(SPLICE_S * sr))
-        next_lead = job.next_beat_s - job.new / self.rate
-        # where this segment's last beats fall, for the next splice (the next window holds these latents)
-        phase_end = self._phase(
-            audio, max(held * hop, seam * hop - reach), seam * hop, seam / self.rate + next_lead, bpm
-        )
+        fresh = audio[begin : end + fade].astype(np.float32)
         peak = float(np.abs(audio[held * hop : seam * hop]).max()) or 1e-6
         target = PEAK / max(peak, 1e-6)
         start_gain = cursor.gain if cursor.gain is not None else target
@@ -349,21 +318,20 @@ class Radio:
             n = min(len(previous), len(fresh))
             angle = np.linspace(0, np.pi / 2, n, dtype=np.float32)
             fresh[:n] = previous[:n] * np.cos(angle) + fresh[:n] * np.sin(angle)
-        played, kept = fresh[: end - begin - shift], fresh[end - begin - shift :]
+        played, kept = fresh[: end - begin], fresh[end - begin :]
         # the next window starts tail_frames before the next seam; keep those latents and our place
         next_cursor = Cursor(
             **{
                 **cursor.to_dict(),
                 "index": cursor.index + 1,
                 "played_samples": cursor.played_samples + len(played),
-                "window_start": window_start + (seam - tail_frames) * hop - shift,
+                "window_start": window_start + (seam - tail_frames) * hop,
                 "bpm": metas["bpm"],
                 "keyscale": metas["keyscale"],
                 "energy": metas["energy"],
                 "chords": metas["chords"],
                 "beat": (cursor.beat + job.beats) % len(metas["chords"]),
-                "lead_s": next_lead,
-                "phase_s": phase_end,
+                "lead_s": job.next_beat_s - job.new / self.rate,
                 "tail": pack(latents[seam - tail_frames : seam]),
                 "held": pack(kept),
                 "gain": target,
@@ -384,8 +352,6 @@ class Radio:
             keyscale=metas["keyscale"],
             energy=float(metas["energy"]),
             phrase_start=job.boundary,
-            seam_s=(window_start + held * hop - shift) / sr,
-            shift_s=shift / sr,
             features=features,
             plan=dists[0].tilt(np.asarray(taste)).summary()
             if dists is not None and taste is not None

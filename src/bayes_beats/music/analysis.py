@@ -71,7 +71,6 @@ def extract(audio: np.ndarray, sr: int, params: FeaturesParams) -> dict[str, flo
 
 
 BEAT_HOP = 256  # 11.6 ms at 22.05 kHz: the beat phase to a few ms
-PHASE_HOP = 64  # 1.3 ms at 48 kHz: a beat's phase to the millisecond (beat_phase)
 
 
 def beat_grid(audio: np.ndarray, sr: int, bpm: float) -> float:
@@ -96,22 +95,6 @@ def beat_grid(audio: np.ndarray, sr: int, bpm: float) -> float:
     phase = float(offsets[int(np.argmax([comb(env, o, period) for o in offsets]))])
     strong = max((phase, phase + period), key=lambda o: comb(low, o, 2 * period))
     return strong - 2 * period if strong > 0 else 0.0
-
-
-def beat_phase(audio: np.ndarray, sr: int, bpm: float, origin_s: float) -> float:
-    """Where the audio's beats fall against the grid origin_s + k·60/bpm: the signed offset (s, within ± half a
-    beat; + late) whose comb of beats collects the most onset strength, to the millisecond (the envelope read
-    between its frames). The onset envelope is the median over bands, as the beat tracker's, at a fine hop: a
-    coarse one reads a beat up to half a hop off depending on where its frames fall."""
-    period, hop = 60.0 / bpm, PHASE_HOP
-    env = librosa.onset.onset_strength(y=audio, sr=sr, hop_length=hop, aggregate=np.median)
-    times = librosa.times_like(env, sr=sr, hop_length=hop)
-    offsets = np.arange(-period / 2, period / 2, 0.001)
-    first = origin_s + offsets - np.ceil((origin_s + offsets) / period) * period  # each comb's first beat ≥ −period
-    beats = first[:, None] + period * np.arange(int(len(audio) / sr / period) + 2)[None, :]
-    inside = (beats >= 0) & (beats <= times[-1])
-    strength = (np.interp(beats, times, env) * inside).sum(axis=1) / np.maximum(inside.sum(axis=1), 1)
-    return float(offsets[int(np.argmax(strength))])
 
 
 # the 24 major and minor triads as pitch-class sets: what a beat's chroma is matched against

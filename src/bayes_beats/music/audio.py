@@ -66,15 +66,3 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, np.clip(audio.T, -1, 1), sample_rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
-
-
-def splice(audio: np.ndarray, at: int, shift: int, lap: int) -> np.ndarray:
-    """`audio` with `shift` samples dropped (+) or repeated (−) at sample `at`: a linear crossfade of `lap`
-    samples from the audio at `at` to the audio at `at + shift` (the same music a few ms apart, correlated,
-    so equal gain, not equal power)."""
-    if not shift:
-        return audio
-    weight = np.linspace(0.0, 1.0, lap, dtype=audio.dtype)
-    moved = audio[at + shift :].copy()
-    moved[:lap] = audio[at : at + lap] * (1 - weight) + moved[:lap] * weight
-    return np.concatenate([audio[:at], moved])
