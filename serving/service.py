@@ -23,7 +23,8 @@ BentoML's is patched (tests/test_service.py checks the import).
 
 Every generation is logged (bayes_beats.api.requestlog, off the critical path) to BAYES_BEATS_REQUEST_LOG, a
 SQLite path or a Postgres URL ("off" disables it), for `bayes-beats monitor`. Its clap_local score uses
-the CLAP model in BAYES_BEATS_CLAP_DIR, else the Bento's `bayes-beats-clap` model ("" = no score)."""
+the CLAP model in BAYES_BEATS_CLAP_DIR, else the Bento's `bayes-beats-clap` model ("" = no score). Measuring
+keeps to BAYES_BEATS_MEASURE_SHARE of a core (default 0.05; "all": every row measured)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ from bayes_beats.api.imagevibe import ImageError, Vibe, vibe_of_file
 from bayes_beats.api.listener_routes import Listeners, client_of
 from bayes_beats.api.listeners import ListenerStore, with_env
 from bayes_beats.api.page import page_app
-from bayes_beats.api.requestlog import MEASURE_BACKLOG, Generation, RequestLog
+from bayes_beats.api.requestlog import MEASURE_SHARE, Generation, RequestLog
 from bayes_beats.api.schemas import (
     PROMPT_MAX_CHARS,
     Bpm,
@@ -91,6 +92,9 @@ RENDER_THREADS = 1 if GPU else CPU_CORES
 SEGMENT_BATCH = MAX_BATCH if GPU else 1
 REQUEST_LOG = os.environ.get("BAYES_BEATS_REQUEST_LOG", "requests.sqlite")
 CLAP_DIR = os.environ.get("BAYES_BEATS_CLAP_DIR")  # unset: the Bento's CLAP model; "": no clap_local score
+# the request log's measuring budget, a share of one core (api.requestlog); "all": every row is measured
+MEASURING = os.environ.get("BAYES_BEATS_MEASURE_SHARE", str(MEASURE_SHARE))
+MEASURING_SHARE = None if MEASURING == "all" else float(MEASURING)
 CLAP_TAG = getattr(BUILT_WITH, "clap_tag", "bayes-beats-clap:latest")
 # the features stage's settings, so the request log measures audio as the data was (from source: params.yaml)
 FEATURES = getattr(BUILT_WITH, "features", None)
@@ -225,7 +229,7 @@ class BayesBeats:
         if features is None and PARAMS.is_file():
             features = load_params(PARAMS).features
         self.request_log = (
-            RequestLog(REQUEST_LOG, clap_dir, features=features, measure_backlog=MEASURE_BACKLOG)
+            RequestLog(REQUEST_LOG, clap_dir, features=features, measure_share=MEASURING_SHARE)
             if REQUEST_LOG != "off"
             else None
         )

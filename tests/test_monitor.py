@@ -48,6 +48,21 @@ def test_rows_carry_the_prompt_the_audio_features_and_the_clap_score(tmp_path, c
     assert read_requests(str(tmp_path / "log" / "requests.sqlite"), since_hours=1).shape[0] == 2
 
 
+def test_measuring_keeps_to_its_share_of_a_core_and_every_row_is_still_logged(tmp_path, clip):
+    path = tmp_path / "requests.sqlite"
+    with pytest.raises(ValueError, match="measure_share"):
+        RequestLog(str(path), measure_share=0.0)
+    # a share this small: after the first (warm-up) row and one more, minutes of rows go unmeasured
+    log = RequestLog(str(path), measure_share=1e-4)
+    for i in range(5):
+        assert log.record(generation(clip, prompt=f"a calm piano evening {i}"))
+    log.close(timeout_s=600)
+    rows = read_requests(str(path))
+    assert log.counts["recorded"] == 5 and len(rows) == 5  # logged, all of them
+    assert rows["bpm"].notna().tolist() == [True, True, False, False, False]
+    assert rows["latency_s"].notna().all()
+
+
 def test_a_locked_database_never_blocks_a_request_and_rows_are_counted(tmp_path, clip):
     path = tmp_path / "requests.sqlite"
     RequestLog(str(path)).close()  # creates the table

@@ -30,6 +30,8 @@ def served(registry, clap_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("service")
     request_log = tmp / "requests.sqlite"
     env = {"BAYES_BEATS_REQUEST_LOG": str(request_log), "BAYES_BEATS_CLAP_DIR": str(clap_dir)}
+    # every row measured: the test reads the last one (the measuring budget has its own test, in test_monitor)
+    env["BAYES_BEATS_MEASURE_SHARE"] = "all"
     with champion_served(registry, tmp, **env) as (_, url, _):
         yield url, request_log
 

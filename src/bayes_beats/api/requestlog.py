@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -69,11 +70,13 @@ requests_table = sa.Table(
 _ROWS: Any = None
 _ROWS_LOCK = threading.Lock()
 OUTCOMES = ("recorded", "dropped", "failed")
-# Measuring a row (librosa features, a CLAP score) costs CPU the serving needs: the measuring process runs at
-# the lowest priority and scores on one thread; the service also passes measure_backlog=MEASURE_BACKLOG: when
-# more rows wait, rows are written unmeasured (logged, not scored: a sample under load, every row when there
-# is time).
-MEASURE_BACKLOG = 4
+# Measuring a row (librosa features, a CLAP score) costs CPU the serving needs: about 0.2-0.3 CPU-s a 10-s clip,
+# a third of what rendering it costs. At the lowest priority it still slowed the renders (served /generate
+# 8 clients: 13 % fewer requests a second measuring every row than with no log, docs/design.md "Serving"),
+# so the service gives it a budget, measure_share=MEASURE_SHARE of one core: a row that took t CPU-seconds to
+# measure is followed by t / share seconds of rows written unmeasured (logged, not scored): a sample under
+# load, every row when requests come further apart than that.
+MEASURE_SHARE = 0.05
 
 
 def rows_counter() -> Any:
@@ -161,7 +164,7 @@ class RequestLog:
         max_queue: int = 256,
         timeout_s: float = 5.0,
         features: FeaturesParams | None = None,
-        measure_backlog: int | None = None,
+        measure_share: float | None = None,
     ):
         self.url = database_url(location)
         self.clap_dir = clap_dir or None
@@ -169,7 +172,11 @@ class RequestLog:
         # how the audio is measured: the features stage's settings, which a Bento records (`package`); without
         # them (the service from source, `traffic`, tests) the workspace's params.yaml, read on first use
         self.features = features
-        self.measure_backlog = measure_backlog  # None: every row is measured (the traffic stage, tests)
+        if measure_share is not None and not 0 < measure_share <= 1:
+            raise ValueError(f"measure_share must be in (0, 1], not {measure_share}")
+        self.measure_share = measure_share  # None: every row is measured (the traffic stage, tests)
+        self._measure_after = 0.0  # time.monotonic() before which rows are written unmeasured
+        self._warm = False  # the first measured row carries one-time costs (numba compiling librosa's kernels)
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self._rows = rows_counter()
         self._queue: queue.Queue[Generation | None] = queue.Queue(max_queue)
@@ -211,9 +218,13 @@ class RequestLog:
     def _work(self) -> None:
         while (generation := self._queue.get()) is not None:
             try:
-                if self.measure_backlog is not None and self._queue.qsize() > self.measure_backlog:
+                if self.measure_share is not None and time.monotonic() < self._measure_after:
                     generation.measured = False
-                row = self.measure(generation)
+                row, measuring_s = self.measure(generation)
+                if self.measure_share is not None and generation.measured:
+                    if self._warm:
+                        self._measure_after = time.monotonic() + measuring_s / self.measure_share
+                    self._warm = True
                 with self._connect().begin() as connection:
                     connection.execute(requests_table.insert(), [row])
                 self._count("recorded")
@@ -222,8 +233,9 @@ class RequestLog:
                 if self.counts["failed"] in (1, 10, 100) or self.counts["failed"] % 1000 == 0:
                     log.warning("request log %s: %d rows failed, last: %s", self.url, self.counts["failed"], err)
 
-    def measure(self, g: Generation) -> dict:
-        """The row: what the API knew and what the audio measures, measured in the measuring process."""
+    def measure(self, g: Generation) -> tuple[dict, float]:
+        """The row (what the API knew and what the audio measures) and the CPU-seconds measuring it took, in
+        the measuring process."""
         if self._measurer is None:
             # spawn, not fork: the API process has threads (uvicorn's, torch's) a fork would copy mid-state
             self._measurer = ProcessPoolExecutor(
@@ -251,22 +263,25 @@ def _start_measuring(features: FeaturesParams | None, clap_dir: str | None) -> N
     _MEASURING.update(features=features or load_params().features, clap_dir=clap_dir, scorer=None)
 
 
-def _measure(g: Generation) -> dict:
+def _measure(g: Generation) -> tuple[dict, float]:
     import soundfile as sf
 
     from bayes_beats.music.analysis import extract
 
+    if _MEASURING["clap_dir"] and g.measured and _MEASURING["scorer"] is None:  # loaded once, not on the budget
+        from bayes_beats.model.scoring import LocalClapScorer
+
+        _MEASURING["scorer"] = LocalClapScorer(_MEASURING["clap_dir"])
+    started = time.process_time()
     audio, sr = sf.read(io.BytesIO(g.wav), dtype="float32", always_2d=True)
     mono = audio.mean(axis=1)
     feats = extract(mono, sr, _MEASURING["features"]) if g.measured and np.any(mono) else {}
     clap = None
-    if _MEASURING["clap_dir"] and g.measured:
-        from bayes_beats.model.scoring import LocalClapScorer, clap_scores
+    if _MEASURING["scorer"] is not None and g.measured:
+        from bayes_beats.model.scoring import clap_scores
 
-        if _MEASURING["scorer"] is None:
-            _MEASURING["scorer"] = LocalClapScorer(_MEASURING["clap_dir"])
         clap = float(clap_scores(_MEASURING["scorer"], [g.prompt], [audio.T], sr)[0])
-    return {
+    row = {
         "ts": g.ts,
         "endpoint": g.endpoint,
         "model_version": g.model_version[:200],
@@ -288,6 +303,7 @@ def _measure(g: Generation) -> dict:
         "clap_local": clap,
         "latency_s": g.latency_s,
     }
+    return row, time.process_time() - started
 
 
 def _finite(value: float | None) -> float | None:
