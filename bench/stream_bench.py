@@ -218,10 +218,13 @@ def clips_in_process(generator, single_threaded: bool, n: int = 32) -> float:
     return n / (time.perf_counter() - began)
 
 
-def generate_side_by_side(url: str, generator, rounds: int = 3) -> dict:
+def generate_side_by_side(url: str, generator, rounds: int = 5) -> dict:
     """Served /generate (8 clients, 32 10-s clips) against the faster in-process layout, interleaved round by
     round: this machine's speed drifts by ±10 % from one minute to the next (16-clip bursts measured 0.72-0.89 s
-    a clip), more than the gap being measured, so a ratio of rates taken minutes apart would measure the drift."""
+    a clip), more than the gap being measured, so a ratio of rates taken minutes apart would measure the drift.
+    Both sides are warm: the generator has rendered (in_process), and the service gets an untimed round first,
+    since BentoML's batcher trains its latency model on a fresh service's first dispatches (batches of 1-3)."""
+    asyncio.run(load(url, 8, 16, 10.0))
     served, batched, single = [], [], []
     for _ in range(rounds):
         batched.append(clips_in_process(generator, single_threaded=False))
