@@ -71,11 +71,11 @@ _ROWS: Any = None
 _ROWS_LOCK = threading.Lock()
 OUTCOMES = ("recorded", "dropped", "failed")
 # Measuring a row (librosa features, a CLAP score) costs CPU the serving needs: about 0.2-0.3 CPU-s a 10-s clip,
-# a third of what rendering it costs. At the lowest priority it still slowed the renders (served /generate
-# 8 clients: 13 % fewer requests a second measuring every row than with no log, docs/design.md "Serving"),
-# so the service gives it a budget, measure_share=MEASURE_SHARE of one core: a row that took t CPU-seconds to
-# measure is followed by t / share seconds of rows written unmeasured (logged, not scored): a sample under
-# load, every row when requests come further apart than that.
+# a third of what rendering it costs on CPU, more than rendering on a GPU. The measuring process runs at the
+# lowest priority, and the service bounds it, measure_share=MEASURE_SHARE of one core: a row that took t
+# CPU-seconds to measure is followed by t / share seconds of rows written unmeasured (logged, not scored): a
+# sample under load, every row when requests come further apart than that. (On 2 CPU cores, measured side by
+# side, served /generate ran no faster with the log off: docs/design.md "Served /generate".)
 MEASURE_SHARE = 0.05
 
 
