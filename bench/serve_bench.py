@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def start(max_batch: int | None, request_log: str | None = None) -> tuple[subprocess.Popen, str]:
-    """`bentoml serve` of the champion; max_batch None: the service's own default (8; on CPU one sub-batch a core)."""
+    """`bentoml serve` of the champion; max_batch None: the service's own default (8 on a GPU, unbatched on CPU)."""
     port = free_port()
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))
     env = {

@@ -3,6 +3,7 @@ champion; the API, bad input, batching, metrics, OpenAPI fuzzing (schemathesis);
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -401,22 +402,27 @@ def test_package_fails_in_one_line_without_a_champion(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_renderer_in_process_a_request_sounds_the_same_alone_or_batched(registry, monkeypatch):
-    """The renderer class in-process: batching groups compatible requests into one pipeline call, and a
-    request's audio does not depend on what it was batched with."""
+@pytest.fixture
+def renderer(registry, monkeypatch):
+    """The renderer class in-process, the champion loaded from the registry."""
     import importlib.util
     import sys
-
-    from bayes_beats.api.schemas import RenderRequest
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry[1])
     monkeypatch.setenv("BAYES_BEATS_MODEL_URI", "models:/bayes-beats@champion")
     monkeypatch.syspath_prepend(str(REPO / "serving"))
     spec = importlib.util.spec_from_file_location("bayes_beats_service_under_test", REPO / "serving" / "service.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
-    renderer = module.Renderer.inner()
+    return module.Renderer.inner()
+
+
+def test_renderer_in_process_a_request_sounds_the_same_alone_or_batched(renderer, monkeypatch):
+    """Batching groups compatible requests into one pipeline call, and a request's audio does not depend on
+    what it was batched with."""
+    from bayes_beats.api.schemas import RenderRequest
+
     calls, threads = [], set()
     generate = renderer.generator.generate_with_plans
 
@@ -430,11 +436,11 @@ def test_renderer_in_process_a_request_sounds_the_same_alone_or_batched(registry
     a = RenderRequest(prompt="calm lake at dawn", duration_s=2, seed=5)
     b = RenderRequest(prompt="neon city rush", duration_s=2, seed=9)
     c = RenderRequest(prompt="lonely rain", duration_s=3, seed=1)  # another duration: its own group
-    alone = renderer.render([a])[0]
-    batched = renderer.render([b, a, c])
-    # on CPU a batch is one sub-batch a core (2 here), rendered side by side: [b, a] and [c]
+    alone = asyncio.run(renderer.render([a]))[0]
+    batched = asyncio.run(renderer.render([b, a, c]))
+    # on CPU a batch is one sub-batch a core (2 here), rendered side by side on the clips' threads: [b, a], [c]
     assert sorted(calls[-2:]) == [["lonely rain"], ["neon city rush", "calm lake at dawn"]]
-    assert len(threads) == 3 and all(t.startswith("clip-batch") for t in threads - {threading.current_thread().name})
+    assert len(threads) == 2 and all(t.startswith("clips") for t in threads)
 
     def pcm(rendered):
         return sf.read(io.BytesIO(base64.b64decode(rendered.wavs[0])))[0]
@@ -444,6 +450,22 @@ def test_renderer_in_process_a_request_sounds_the_same_alone_or_batched(registry
     print(f"alone vs batched: max |difference| {difference:.2e}")
     assert difference < 1e-2  # batched matmuls round differently; the music is the same
     assert np.abs(pcm(batched[0]) - pcm(alone)).max() > 0.1
+
+
+def test_renderer_a_stream_segment_never_waits_behind_clips(renderer):
+    """Clips and stream segments queue apart: with every clip thread busy, a segment is rendered at once."""
+    from bayes_beats.model.radio import Cursor
+
+    release = threading.Event()
+    busy = [renderer.clips.submit(release.wait, 60) for _ in range(8)]  # a burst of /generate holds the clips
+    try:
+        began = time.perf_counter()
+        cursor = Cursor("rain on a window", 3, 1.0).to_dict()
+        segment = asyncio.run(asyncio.wait_for(renderer.render_segments([{"cursor": cursor}]), 30))[0]
+        assert segment["index"] == 0 and segment["audio"] and segment["model_version"] == renderer.version
+        assert not any(job.done() for job in busy), f"took {time.perf_counter() - began:.1f} s"
+    finally:
+        release.set()
 
 
 # ---- nothing of BentoML's is patched: the service uses its extension points only
