@@ -98,6 +98,16 @@ def test_production_overlay_renders_and_validates(tmp_path):
     assert result.returncode == 0 and output.count("passed for resource") == len(docs), output
 
 
+def test_a_reconnecting_listener_reaches_the_pod_that_holds_its_stream():
+    """Streams live in one pod's memory: the Service keeps a client on its pod for as long as a stream and its
+    resume window last (params.yaml `stream`), so a reconnect (?resume=ID) finds its stream."""
+    stream = yaml.safe_load((REPO / "params.yaml").read_text())["stream"]
+    service = next(d for d in load_all(REPO / "infra/k8s/base/service.yaml") if d["kind"] == "Service")
+    assert service["spec"]["sessionAffinity"] == "ClientIP"
+    timeout = service["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"]
+    assert timeout >= stream["max_stream_s"] + stream["resume_s"]
+
+
 def test_actionlint_passes_the_workflows():
     assert {p.name for p in WORKFLOWS} >= {"ci.yml", "release.yml"}
     result = run(tool("actionlint"), *map(str, WORKFLOWS))
