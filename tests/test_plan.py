@@ -129,3 +129,13 @@ def test_control_reader_reads_keys_with_profiles_of_its_own():
         plan = plan_track(rng)
         read.append(read_key(render_track(plan, 10.0, sr, rng), sr) == (plan.tonic, plan.mode))
     assert np.mean(read) >= 0.75, read
+
+
+def test_the_planner_reads_a_vibe_where_its_embedding_is():
+    """On a GPU the planner's embedding is on the accelerator; its reading's spread was divided by a CPU
+    tensor and every generation failed (seen on an H200). The meta device stands in for it."""
+    from bayes_beats.model.vibe import VibePlanner
+
+    planner = VibePlanner(n_anchors=8, n_progressions=4, log_bpm=(4.6, 0.1, 0.3), energy_sd=(1.0, 0.5)).to("meta")
+    out = planner(torch.zeros(3, 384, device="meta"))
+    assert {v.device.type for v in out.values()} == {"meta"} and out["log_bpm_sd"].shape == (3,)

@@ -117,7 +117,7 @@ class VibePlanner(ModelMixin, ConfigMixin):
         mean = w @ va
         var = w @ va**2 - mean**2
         d_v, d_a = self.config.reading[1], self.config.reading[3]
-        return var.clamp(min=0) / torch.tensor([d_v**2, d_a**2])
+        return var.clamp(min=0) / var.new_tensor([d_v**2, d_a**2])  # on the embedding's device (a GPU)
 
     def words(self, embedding: torch.Tensor, k: int = 3) -> list[tuple[str, ...]]:
         """The `k` mood words each vibe reads as most, nearest first (scene anchors read, but are not words)."""
@@ -141,17 +141,16 @@ class VibePlanner(ModelMixin, ConfigMixin):
             return coef[0] + coef[1] * va[:, 0] + coef[2] * va[:, 1]
 
         def sd(coef, slopes) -> torch.Tensor:
-            spread = (torch.tensor(slopes[1:]) ** 2 * self.reading_variance(embedding)).sum(-1)
+            spread = (va.new_tensor(slopes[1:]) ** 2 * self.reading_variance(embedding)).sum(-1)
             return (coef[0] ** 2 + coef[1] * spread).sqrt()
 
-        normal = torch.distributions.Normal(0.0, 1.0)
         log_bpm, energy_z = linear(self.config.log_bpm), linear(self.config.energy)
         return {
             "valence": va[:, 0],
             "arousal": va[:, 1],
             "bpm": log_bpm.exp(),
             "p_major": torch.sigmoid(linear(self.config.major)),
-            "energy": normal.cdf(energy_z),
+            "energy": torch.special.ndtr(energy_z),  # the normal CDF; no host sync to validate it
             "log_bpm": log_bpm,
             "log_bpm_sd": sd(self.config.log_bpm_sd, self.config.log_bpm),
             "energy_z": energy_z,
