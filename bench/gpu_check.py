@@ -19,16 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PROMPTS = [
-    "rain on the window of a quiet study at night",
-    "a sunny beach party with friends dancing",
-    "snow falling on a cabin in the woods",
-    "a neon city street racing at midnight",
-    "a calm lake at dawn, mist over the water",
-    "a crowded festival stage, lights and confetti",
-    "an old library, dust in the afternoon light",
-    "a storm over the sea, waves crashing",
-]
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_bench import PROMPTS  # noqa: E402  the benches' one prompt list
 
 
 def synced() -> float:
