@@ -255,7 +255,7 @@ class StreamParams(Section):
     """The radio (GET /stream; docs/design.md "The stream"): how segments are cut, continued and served."""
 
     segment_s: float = Field(gt=0)  # a segment's target length: whole progressions of its tempo, about this long
-    first_segment_s: float = Field(gt=0)  # the first one is shorter: first audio sooner
+    first_segment_s: float = Field(gt=0)  # the first ones are shorter: first audio sooner (target_s)
     tail_s: float = Field(gt=0)  # the previous segment's end each segment is conditioned on (held latents)
     overhang_s: float = Field(ge=0)  # rendered past each seam, never played: the tail does not end as a clip ends
     hold_back_s: float = Field(gt=0)  # audio kept back at each segment's end: the seam's crossfade is inside the tail

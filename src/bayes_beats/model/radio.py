@@ -1,7 +1,8 @@
 """The radio's music: an endless piece, segment by segment, each one continuing the last.
 
-A segment is whole bars of its tempo (about `segment_s`; the first `first_segment_s`, the next ones twice
-as long as the one before until `segment_s`, so first audio comes soon and a stream gets ahead fast), and a
+A segment is whole bars of its tempo (about `segment_s`; the first the fewest bars that hold the next tail and
+the audio kept back, 3-5 s, the next about `first_segment_s` · 2^index until `segment_s`, so first audio comes
+soon, the second window holds a full tail and a stream gets ahead fast), and a
 phrase's last segment ends with its progression. It is rendered in a window that starts with
 the previous segment's tail (`tail_s` of its latents, held by the sampler: `VibePipeline.__call__`'s
 `held_latents`), its sketch's downbeat at the seam, the progression going on from the beat it had

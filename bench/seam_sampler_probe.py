@@ -1,0 +1,116 @@
+"""Sampler settings against the stream's seams: the continuation minute of bench/stream_quality.py (the same
+12 streams, its own scoring) under guidance and tail variants → bench/stream_seam_ablation.json.
+
+Why: the seams' misses are late beats at slow, beat-guided tempi and broadband bursts where new frames start
+(docs/design.md "The stream", "Seams against the sampler"). Each variant changes one thing of how a window
+is sampled; the plans are the same (they do not depend on the sampler). Run after `make demo`, ~45 s a
+variant on 2 cores. The release variant (the tail's end let go gradually) lives on branch exp/release."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import stream_quality as sq  # noqa: E402
+
+from bayes_beats.core.config import load_params  # noqa: E402
+from bayes_beats.model.generate import load_generator  # noqa: E402
+from bayes_beats.model.radio import Radio  # noqa: E402
+
+OUT = Path(__file__).with_name("stream_seam_ablation.json")
+# the stream settings every variant starts from: params.yaml's before this ablation (first_segment_s 2)
+BASE = {"first_segment_s": 2.0, "tail_s": 2.0, "overhang_s": 0.5}
+# name: (stream settings over BASE, guidance keys, beat guidance scale on windows that hold a tail)
+VARIANTS: dict[str, tuple[dict, dict, float]] = {
+    "before (first segment 2 s)": ({}, {}, 1.0),
+    "tail 3 s": ({"tail_s": 3.0}, {}, 1.0),
+    "tail 4 s": ({"tail_s": 4.0}, {}, 1.0),
+    "first segment 4 s": ({"first_segment_s": 4.0}, {}, 1.0),
+    "first segment 4 s, tail 4 s": ({"first_segment_s": 4.0, "tail_s": 4.0}, {}, 1.0),
+    "first segment 4 s, tail 3 s": ({"first_segment_s": 4.0, "tail_s": 3.0}, {}, 1.0),
+    "first segment 4 s, sketch guidance 4": ({"first_segment_s": 4.0}, {"sketch_guidance": 4.0}, 1.0),
+    "first segment 4 s, no beat guidance where a tail is held": ({"first_segment_s": 4.0}, {}, 0.0),
+    "overhang 1 s": ({"overhang_s": 1.0}, {}, 1.0),
+    "beat guidance over more steps (t > 0.5)": ({}, {"beat_guidance_above_t": 0.5}, 1.0),
+    "sketch guidance 4": ({}, {"sketch_guidance": 4.0}, 1.0),
+    "no beat guidance where a tail is held": ({}, {}, 0.0),
+    "half beat guidance where a tail is held": ({}, {}, 0.5),
+    "no beat guidance where a tail is held, sketch guidance 4": ({}, {"sketch_guidance": 4.0}, 0.0),
+    "no beat guidance": ({}, {"beat_guidance": 0.0}, 1.0),
+    "no beat guidance, sketch guidance 4": ({}, {"beat_guidance": 0.0, "sketch_guidance": 4.0}, 1.0),
+}
+FIGURES = (
+    "seams", "seam_jump_within_40ms", "seam_jump_median_ms", "seam_jump_p95_ms", "mid_jump_within_40ms",
+    "seam_flux_within_p95", "seam_loud_within_p95", "seam_flux_within_p95_on_beat", "seam_loud_within_p95_on_beat",
+    "segment_key_matches_plan", "same_plan_pairs_same_key", "phrases_tempo_within_3pct",
+)  # fmt: skip
+
+
+def with_tail_beat_guidance(radio: Radio, scale: float) -> None:
+    """Beat guidance times `scale` on the items of a call that hold a tail (first segments keep it)."""
+    render_group, guidance_for = radio.render_group, radio.generator.guidance_for
+
+    def render(jobs):
+        def scaled(bpms):
+            guidance = guidance_for(bpms)
+            if isinstance(guidance.get("beat_guidance"), list):
+                guidance["beat_guidance"] = [
+                    b * (scale if j.held else 1.0) for b, j in zip(guidance["beat_guidance"], jobs, strict=True)
+                ]
+            return guidance
+
+        radio.generator.guidance_for = scaled
+        try:
+            return render_group(jobs)
+        finally:
+            radio.generator.guidance_for = guidance_for
+
+    radio.render_group = render
+
+
+def variant(generator, settings: dict, guidance: dict, tail_beat: float) -> dict:
+    radio = Radio(generator, load_params().stream.model_copy(update=BASE | settings))
+    shipped = dict(generator.guidance)
+    generator.guidance.update(guidance)
+    if tail_beat != 1.0:
+        with_tail_beat_guidance(radio, tail_beat)
+    rows, misses = [], []
+    try:
+        for prompt in sq.PROMPTS:
+            for seed in sq.SEEDS:
+                cont, segs = sq.continuation(radio, prompt, seed, sq.SECONDS)
+                sr = radio.sample_rate
+                seams = np.cumsum([s["new"] * radio.hop for s in segs])[:-1] / sr
+                join = (radio.settings.hold_back_s, radio.settings.crossfade_s)
+                row = sq.score(cont["audio"], sr, segs, seams, 0.0, join)
+                rows.append(row)
+                misses += [
+                    {"prompt": prompt, "seed": seed, "seam_s": round(float(seams[i]), 1), "jump_ms": j,
+                     "bpm": round(segs[i + 1]["bpm"], 1), "phrase_start": segs[i + 1]["phrase_start"]}
+                    for i, j in enumerate(row["jumps_ms"]) if abs(j) > sq.JUMP_OK_S * 1000
+                ]  # fmt: skip
+    finally:
+        generator.guidance.clear()
+        generator.guidance.update(shipped)
+    summary = sq.summary(rows)
+    return {"figures": {k: summary[k] for k in FIGURES}, "beat_misses": misses}
+
+
+def main() -> dict:
+    start = time.perf_counter()
+    generator = load_generator("models/finetuned", device="cpu")
+    out = {}
+    for name, (settings, guidance, tail_beat) in VARIANTS.items():
+        out[name] = {"settings": settings, "guidance": guidance, "tail_beat_guidance": tail_beat}
+        out[name] |= variant(generator, settings, guidance, tail_beat)
+        print(name, json.dumps(out[name]["figures"]), flush=True)
+    return {"what": __doc__.split("\n")[0], "base": BASE, "wall_s": round(time.perf_counter() - start), "variants": out}
+
+
+if __name__ == "__main__":
+    OUT.write_text(json.dumps(main(), indent=1) + "\n")
