@@ -44,6 +44,12 @@ VARIANTS: dict[str, tuple[dict, dict, float]] = {
     "no beat guidance": ({}, {"beat_guidance": 0.0}, 1.0),
     "no beat guidance, sketch guidance 4": ({}, {"beat_guidance": 0.0, "sketch_guidance": 4.0}, 1.0),
 }
+# the same settings on other seeds: how far two runs of one variant differ (one seam is 1/78 of a figure)
+REPEATS: dict[str, tuple[dict, tuple[int, ...]]] = {
+    "first segment 4 s, seeds 0 and 1": ({"first_segment_s": 4.0}, (0, 1)),
+    "first segment 4 s, seeds 2 and 3": ({"first_segment_s": 4.0}, (2, 3)),
+    "first segment 4 s, seeds 4 and 5": ({"first_segment_s": 4.0}, (4, 5)),
+}
 FIGURES = (
     "seams", "seam_jump_within_40ms", "seam_jump_median_ms", "seam_jump_p95_ms", "mid_jump_within_40ms",
     "seam_flux_within_p95", "seam_loud_within_p95", "seam_flux_within_p95_on_beat", "seam_loud_within_p95_on_beat",
@@ -73,7 +79,7 @@ def with_tail_beat_guidance(radio: Radio, scale: float) -> None:
     radio.render_group = render
 
 
-def variant(generator, settings: dict, guidance: dict, tail_beat: float) -> dict:
+def variant(generator, settings: dict, guidance: dict, tail_beat: float, seeds=sq.SEEDS) -> dict:
     radio = Radio(generator, load_params().stream.model_copy(update=BASE | settings))
     shipped = dict(generator.guidance)
     generator.guidance.update(guidance)
@@ -82,7 +88,7 @@ def variant(generator, settings: dict, guidance: dict, tail_beat: float) -> dict
     rows, misses = [], []
     try:
         for prompt in sq.PROMPTS:
-            for seed in sq.SEEDS:
+            for seed in seeds:
                 cont, segs = sq.continuation(radio, prompt, seed, sq.SECONDS)
                 sr = radio.sample_rate
                 seams = np.cumsum([s["new"] * radio.hop for s in segs])[:-1] / sr
@@ -101,16 +107,37 @@ def variant(generator, settings: dict, guidance: dict, tail_beat: float) -> dict
     return {"figures": {k: summary[k] for k in FIGURES}, "beat_misses": misses}
 
 
-def main() -> dict:
+def pooled(runs) -> dict:
+    """The repeats as one run: seam shares weighted by seams, per-segment shares as the mean of the runs."""
+    figures = [r["figures"] for r in runs]
+    seams = sum(f["seams"] for f in figures)
+    out = {"seams": seams}
+    for key in ("seam_jump_within_40ms", "seam_flux_within_p95", "seam_loud_within_p95"):
+        out[key] = round(sum(f[key] * f["seams"] for f in figures) / seams, 3)
+    for key in ("mid_jump_within_40ms", "segment_key_matches_plan", "same_plan_pairs_same_key"):
+        out[f"{key}_mean_of_runs"] = round(sum(f[key] for f in figures) / len(figures), 3)
+    return out
+
+
+def main(only: set[str] | None = None) -> dict:
+    """Every variant and repeat, or only the named ones merged into the JSON already written."""
     start = time.perf_counter()
     generator = load_generator("models/finetuned", device="cpu")
-    out = {}
-    for name, (settings, guidance, tail_beat) in VARIANTS.items():
-        out[name] = {"settings": settings, "guidance": guidance, "tail_beat_guidance": tail_beat}
-        out[name] |= variant(generator, settings, guidance, tail_beat)
-        print(name, json.dumps(out[name]["figures"]), flush=True)
-    return {"what": __doc__.split("\n")[0], "base": BASE, "wall_s": round(time.perf_counter() - start), "variants": out}
+    out = json.loads(OUT.read_text()) if only else {"variants": {}, "repeats": {}}
+    runs = {n: (v, sq.SEEDS, "variants") for n, v in VARIANTS.items()}
+    runs |= {n: ((settings, {}, 1.0), seeds, "repeats") for n, (settings, seeds) in REPEATS.items()}
+    for name, ((settings, guidance, tail_beat), seeds, kind) in runs.items():
+        if only and name not in only:
+            continue
+        row = {"settings": settings, "guidance": guidance, "tail_beat_guidance": tail_beat, "seeds": list(seeds)}
+        row |= variant(generator, settings, guidance, tail_beat, seeds)
+        out.setdefault(kind, {})[name] = row
+        print(name, json.dumps(row["figures"]), flush=True)
+    out["repeats_pooled"] = pooled(out["repeats"].values())
+    wall = round(time.perf_counter() - start)
+    return out | {"what": __doc__.split("\n")[0], "base": BASE, "wall_s": out.get("wall_s", 0) + wall if only else wall}
 
 
 if __name__ == "__main__":
-    OUT.write_text(json.dumps(main(), indent=1) + "\n")
+    result = main(set(sys.argv[1:]) or None)  # names: run only those variants or repeats
+    OUT.write_text(json.dumps(result, indent=1) + "\n")

@@ -21,7 +21,7 @@ TOY = {
     "clap": {"steps": 20, "batch_size": 8, "crop_seconds": 2},
     "evaluate": {"validation_prompts": 4, "seconds": 4, "num_variations": 2, "diversity_prompts": 2},
     "register": {"floors": {"clap_local": -1.0}},  # a 60-step model must become the champion `package` needs
-    "traffic": {"requests": 40, "seconds": 4},
+    "traffic": {"requests": 40, "seconds": 4, "streams": 1, "stream_seconds": 12},
     # the absolute floors are the full model's: a 20-step CLAP scores near 0 and 24 tracks' captions know few
     # words; the drift test, which compares the two samples, keeps its full-size threshold
     "monitor": {"min_requests": 10, "clap_floor": -1.0, "max_oov_pct": 100.0},
@@ -53,6 +53,9 @@ def test_a_fresh_copy_reproduces_corpus_to_monitor_and_a_second_repro_runs_nothi
         assert f"Running stage '{stage}'" in first.stdout, stage
     monitor = json.loads((repo / "metrics/monitor.json").read_text())
     assert monitor["requests"] == 20 and monitor["failed"] == 0, monitor  # clean traffic passes its checks
+    # the radio listener's segments are the stream's figures, kept out of the drift tests' 20 requests
+    assert monitor["stream"]["segments"] >= 2 and monitor["stream"]["minutes_listened"] >= 0.2, monitor
+    assert monitor["stream"]["votes_per_minute_listened"] is None  # a CSV sample has no votes: unknown, not 0
 
     second = run(repo, str(BIN / "dvc"), "repro")
     assert second.returncode == 0 and "Running stage" not in second.stdout, second.stdout[-2000:]

@@ -224,13 +224,13 @@ def stream_stats(segments: pd.DataFrame, mp: MonitorParams) -> dict:
 
     minutes = float(segments["duration_s"].sum()) / 60 if len(segments) else 0.0
     location = log_location(mp)
-    votes = None if location.endswith(".csv") else read_votes(location, since_hours=mp.window_hours or None)
-    n_votes = 0 if votes is None else len(votes)
-    return {
-        "segments": len(segments),
-        "minutes_listened": round(minutes, 2),
-        "votes_per_minute_listened": round(n_votes / minutes, 4) if minutes else None,
-    }
+    # a CSV export has no votes: unknown (None), not zero; a database that never got feedback has none: 0
+    if location.endswith(".csv") or not minutes:
+        per_minute = None
+    else:
+        votes = read_votes(location, since_hours=mp.window_hours or None)
+        per_minute = round((0 if votes is None else len(votes)) / minutes, 4)
+    return {"segments": len(segments), "minutes_listened": round(minutes, 2), "votes_per_minute_listened": per_minute}
 
 
 def write_prometheus(n_tests: int, failed: list[str], requests: int, stream: dict | None = None) -> None:
@@ -246,14 +246,18 @@ def write_prometheus(n_tests: int, failed: list[str], requests: int, stream: dic
         "last_run_timestamp_seconds": (datetime.now(UTC).timestamp(), "When the monitor last ran"),
         "stream_minutes_listened": ((stream or {}).get("minutes_listened") or 0, "Minutes of radio in the window"),
         "stream_votes_per_minute": (
-            (stream or {}).get("votes_per_minute_listened") or 0,
-            "Votes per minute of radio listened in the window",
+            _or_nan((stream or {}).get("votes_per_minute_listened")),
+            "Votes per minute of radio listened in the window (NaN: unknown, a CSV log has no votes)",
         ),
     }
     for name, (value, help_text) in gauges.items():
         Gauge(f"bayes_beats_monitor_{name}", help_text, registry=registry).set(value)
     paths.MONITOR_PROM.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(paths.MONITOR_PROM), registry)  # writes a temp file and renames it: atomic
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def _empty(frame: pd.DataFrame, column: str) -> bool:

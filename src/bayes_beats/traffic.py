@@ -9,7 +9,11 @@ rows). The requests are shuffled with a seed and split: `reference_share` of the
 (what healthy traffic looks like for this model), the rest the demo's sample traffic. So a clean sample
 differs from its reference only by sampling, and a drift flag on it is a false alarm the demo would show;
 `tests/test_monitor.py` shows the same checks flag a drifted sample. In production the reference stays
-and the sample is the service's log (`monitor.requests`)."""
+and the sample is the service's log (`monitor.requests`).
+
+The sample also holds `streams` radio listeners of `stream_seconds` each (the radio's own `model.radio.Radio`,
+its segments logged as the service logs them, one in `MEASURE_EVERY` measured), so the demo's monitor report
+shows the radio's figures; they go to the sample only, as the monitor keeps them out of the drift tests."""
 
 from __future__ import annotations
 
@@ -22,12 +26,14 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from bayes_beats.api.requestlog import Generation, RequestLog, read_requests
+from bayes_beats.api.stream import MEASURE_EVERY
 from bayes_beats.core import paths
 from bayes_beats.core.atomic import atomic_dir
-from bayes_beats.core.config import Params
+from bayes_beats.core.config import Params, StreamParams
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
 from bayes_beats.music.audio import wav_bytes
 
@@ -60,7 +66,7 @@ def run(params: Params) -> None:
         request_log = RequestLog(
             str(Path(tmp) / "requests.sqlite"),
             clap_dir=str(paths.CLAP),
-            max_queue=tp.requests,
+            max_queue=tp.requests + tp.streams * int(tp.stream_seconds),  # a segment is over 1 s
             features=params.features,
         )
         for start in tqdm(range(0, len(prompts), BATCH), desc="traffic", unit="batch"):
@@ -84,13 +90,51 @@ def run(params: Params) -> None:
                         planned_keyscale=plan["keyscale"],
                     )
                 )
+        segments = sum(
+            listen(gen, params.stream, request_log, prompts[i % len(prompts)], tp.seed + i, tp.stream_seconds)
+            for i in range(tp.streams)
+        )
         request_log.close(timeout_s=600)
-        if request_log.counts["recorded"] != len(prompts):
-            raise RuntimeError(f"traffic: the request log kept {request_log.counts} of {len(prompts)} requests")
+        if request_log.counts["recorded"] != len(prompts) + segments:
+            raise RuntimeError(f"traffic: the request log kept {request_log.counts} of {len(prompts) + segments} rows")
         rows = read_requests(str(Path(tmp) / "requests.sqlite")).drop(columns=["id"])
+    streamed = rows[rows["endpoint"] == "stream"]
+    rows = rows[rows["endpoint"] != "stream"]
     order = rng.permutation(len(rows))
     cut = round(tp.reference_share * len(rows))
     with atomic_dir(paths.TRAFFIC) as out:
-        for path, part in ((paths.TRAFFIC_REFERENCE, order[:cut]), (paths.TRAFFIC_SAMPLE, order[cut:])):
-            rows.iloc[np.sort(part)].to_csv(out / path.name, index=False)
-    log.info("traffic: %d reference and %d sample requests in %s", cut, len(rows) - cut, paths.TRAFFIC)
+        rows.iloc[np.sort(order[:cut])].to_csv(out / paths.TRAFFIC_REFERENCE.name, index=False)
+        sample = pd.concat([rows.iloc[np.sort(order[cut:])], streamed])
+        sample.to_csv(out / paths.TRAFFIC_SAMPLE.name, index=False)
+    log.info(
+        "traffic: %d reference and %d sample requests, %d stream segments in %s",
+        cut, len(rows) - cut, len(streamed), paths.TRAFFIC,
+    )  # fmt: skip
+
+
+def listen(gen, settings: StreamParams, request_log: RequestLog, prompt: str, seed: int, seconds: float) -> int:
+    """One listener of the radio until `seconds` are played, each segment logged as the service logs it."""
+    from bayes_beats.model.radio import Cursor, Radio
+
+    radio = Radio(gen, settings)
+    cursor, played, index = Cursor(prompt, seed, DEFAULT_TEMPERATURE), 0.0, 0
+    while played < seconds:
+        began = time.perf_counter()
+        segment = radio.render([cursor], [None])[0]
+        request_log.record(
+            Generation(
+                endpoint="stream",
+                model_version=str(paths.FINETUNED),
+                prompt=prompt,
+                duration_s=segment.duration_s,
+                num_variations=1,
+                temperature=DEFAULT_TEMPERATURE,
+                latency_s=time.perf_counter() - began,
+                wav=wav_bytes(segment.audio[None, :], segment.sample_rate),
+                planned_bpm=segment.bpm,
+                planned_keyscale=segment.keyscale,
+                measured=segment.index % MEASURE_EVERY == 0,
+            )
+        )
+        cursor, played, index = segment.cursor, played + segment.duration_s, index + 1
+    return index

@@ -226,6 +226,8 @@ class TrafficParams(Section):
     reference_share: float = Field(gt=0, lt=1)
     seconds: float = Field(gt=0)
     seed: int
+    streams: int = Field(ge=0)  # radio listeners in the sample (the monitor's stream figures)
+    stream_seconds: float = Field(gt=0)  # how long each listens
 
 
 class MonitorParams(Section):
