@@ -136,5 +136,7 @@ def listen(gen, settings: StreamParams, request_log: RequestLog, prompt: str, se
                 measured=segment.index % MEASURE_EVERY == 0,
             )
         )
+        if segment.cursor is None:  # the radio hands on where the stream is; without it nothing continues
+            raise RuntimeError(f"traffic: the radio returned no cursor after segment {segment.index}")
         cursor, played, index = segment.cursor, played + segment.duration_s, index + 1
     return index
