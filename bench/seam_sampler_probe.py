@@ -43,6 +43,10 @@ VARIANTS: dict[str, tuple[dict, dict, float]] = {
     "no beat guidance where a tail is held, sketch guidance 4": ({}, {"sketch_guidance": 4.0}, 0.0),
     "no beat guidance": ({}, {"beat_guidance": 0.0}, 1.0),
     "no beat guidance, sketch guidance 4": ({}, {"beat_guidance": 0.0, "sketch_guidance": 4.0}, 1.0),
+    # stop 34: beat guidance off only on the first beats after a seam (`stream.unguided_beats`)
+    "first segment 4 s, unguided 1 beat after a seam": ({"first_segment_s": 4.0, "unguided_beats": 1.0}, {}, 1.0),
+    "first segment 4 s, unguided 2 beats after a seam": ({"first_segment_s": 4.0, "unguided_beats": 2.0}, {}, 1.0),
+    "first segment 4 s, unguided a bar after a seam": ({"first_segment_s": 4.0, "unguided_beats": 4.0}, {}, 1.0),
 }
 # the same settings on other seeds: how far two runs of one variant differ (one seam is 1/78 of a figure)
 REPEATS: dict[str, tuple[dict, tuple[int, ...]]] = {
@@ -53,7 +57,8 @@ REPEATS: dict[str, tuple[dict, tuple[int, ...]]] = {
 FIGURES = (
     "seams", "seam_jump_within_40ms", "seam_jump_median_ms", "seam_jump_p95_ms", "mid_jump_within_40ms",
     "seam_flux_within_p95", "seam_loud_within_p95", "seam_flux_within_p95_on_beat", "seam_loud_within_p95_on_beat",
-    "segment_key_matches_plan", "same_plan_pairs_same_key", "phrases_tempo_within_3pct",
+    "segment_key_matches_plan", "same_plan_pairs_same_key", "key_run_matches_plan",
+    "key_window_across_seam_matches_plan", "key_window_inside_matches_plan", "phrases_tempo_within_3pct",
 )  # fmt: skip
 
 

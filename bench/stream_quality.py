@@ -42,6 +42,7 @@ XFADE_S = 0.15  # b's crossfade: long enough to hide a click, short against a be
 JUMP_OK_S = 0.040  # a beat displaced by more than ~40 ms is heard as a stumble
 WINDOW_S = 0.05  # the short-time frames flux and loudness are read in
 MARGIN_S = 0.6  # inside a segment: this far from any seam (c's join sits hold_back_s = 0.5 s before it)
+KEY_WINDOW_S, KEY_HOP_S = 8.0, 1.0  # the key read in windows of one length (a 3-s segment is a short sample)
 VARIANTS = ("a_concat", "b_xfade", "c_continue")
 
 
@@ -182,12 +183,29 @@ def steps(audio: np.ndarray, sr: int, at: np.ndarray, avoid: np.ndarray) -> np.n
 
 
 def keys(audio: np.ndarray, sr: int, bounds: np.ndarray, planned: list[str]) -> dict:
-    """Independent key reader (Albrecht–Shanahan) per segment against its planned key, and whether
-    consecutive segments planned in one key are read in one key."""
+    """Independent key reader (Albrecht–Shanahan) against the planned key: per segment, and whether consecutive
+    segments planned in one key are read in one key; per run of one planned key read whole (the key between
+    planned changes); and in KEY_WINDOW_S windows every KEY_HOP_S inside such a run, those across a seam apart
+    from those inside one segment: a seam that moved the key reads worse across it than inside."""
     read = [read_key(audio[int(lo * sr) : int(hi * sr)], sr) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     plan = [parse_keyscale(k) for k in planned[: len(read)]]
     pairs = [read[i] == read[i + 1] for i in range(len(read) - 1) if plan[i] == plan[i + 1]]
-    return {"match": [r == p for r, p in zip(read, plan, strict=True)], "hold": pairs}
+    runs = [0] + [i for i in range(1, len(plan)) if plan[i] != plan[i - 1]] + [len(plan)]
+    whole, across, inside = [], [], []
+    for a, b in zip(runs[:-1], runs[1:], strict=True):
+        lo, hi = bounds[a], bounds[b]
+        whole.append(read_key(audio[int(lo * sr) : int(hi * sr)], sr) == plan[a])
+        for start in np.arange(lo, hi - KEY_WINDOW_S + 1e-9, KEY_HOP_S):
+            ok = read_key(audio[int(start * sr) : int((start + KEY_WINDOW_S) * sr)], sr) == plan[a]
+            seams = bounds[a + 1 : b]
+            (across if np.any((seams > start) & (seams < start + KEY_WINDOW_S)) else inside).append(ok)
+    return {
+        "match": [r == p for r, p in zip(read, plan, strict=True)],
+        "hold": pairs,
+        "run_match": whole,
+        "window_across": across,
+        "window_inside": inside,
+    }
 
 
 def score(audio: np.ndarray, sr: int, segs: list[dict], seams: np.ndarray, gap: float, join: tuple | None) -> dict:
@@ -268,6 +286,12 @@ def summary(rows: list[dict]) -> dict:
         "segment_key_matches_plan": np.mean(flat("keys", "match")),
         "same_plan_pairs": len(flat("keys", "hold")),
         "same_plan_pairs_same_key": np.mean(flat("keys", "hold")),
+        "key_runs": len(flat("keys", "run_match")),
+        "key_run_matches_plan": np.mean(flat("keys", "run_match")),
+        "key_windows_across_seams": len(flat("keys", "window_across")),
+        "key_window_across_seam_matches_plan": np.mean(flat("keys", "window_across")),
+        "key_windows_inside_segments": len(flat("keys", "window_inside")),
+        "key_window_inside_matches_plan": np.mean(flat("keys", "window_inside")),
     }
     if "join_flux_ok" in rows[0]["smooth"]:  # c: its decode switch, and the seam region (seam and switch) as one
         for kind in ("flux", "loud", "step"):
@@ -327,7 +351,9 @@ def run(prompts=PROMPTS, seeds=SEEDS, seconds: float = SECONDS, model_dir: str |
             "planned beats); c also at its decode switch (join) 0.5 s before each seam",
             "step": "|sample difference| at the seam vs the p99.9 inside segments (a click)",
             "key": "evaluate.read_key per segment (seam to seam) vs its planned key; same_plan_pairs: "
-            "consecutive segments planned in one key, read in one key",
+            "consecutive segments planned in one key, read in one key; key_run: each run of one planned key "
+            f"read whole; key_window: {KEY_WINDOW_S:g}-s windows every {KEY_HOP_S:g} s inside a run, across a "
+            "seam or inside one segment",
             "rtf": "continuation render seconds / audio seconds, one stream at a time, CPU",
         },
         "variants": {v: summary(r) for v, r in per_variant.items()},

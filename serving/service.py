@@ -336,24 +336,17 @@ class BayesBeats:
         result = await self.renderer.to_async.render_segments([SegmentJob(cursor=cursor, taste=taste)])
         return result[0]
 
-    def _record_segment(self, stream, playing, wav: bytes, latency_s: float, measured: bool) -> None:
+    def _record_segment(self, stream, playing, wav: bytes, latency_s: float) -> None:
         if self.request_log is not None:
-            vibe = stream.vibe or {}
             self.request_log.record(
-                Generation(
-                    endpoint="stream",
-                    model_version=stream.model_version,
-                    prompt=stream.cursor["prompt"],
-                    duration_s=playing.duration_s,
-                    num_variations=1,
-                    temperature=stream.cursor["temperature"],
-                    latency_s=latency_s,
-                    wav=wav,
-                    planned_bpm=playing.bpm,
-                    planned_keyscale=playing.keyscale,
-                    valence=vibe.get("valence"),
-                    arousal=vibe.get("arousal"),
-                    measured=measured,
+                Generation.of_segment(
+                    stream.model_version,
+                    stream.cursor["prompt"],
+                    stream.cursor["temperature"],
+                    playing,
+                    wav,
+                    latency_s,
+                    stream.vibe,
                 )
             )
 

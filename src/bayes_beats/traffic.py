@@ -12,7 +12,7 @@ differs from its reference only by sampling, and a drift flag on it is a false a
 and the sample is the service's log (`monitor.requests`).
 
 The sample also holds `streams` radio listeners of `stream_seconds` each (the radio's own `model.radio.Radio`,
-its segments logged as the service logs them, one in `MEASURE_EVERY` measured), so the demo's monitor report
+each segment's row the service's `Generation.of_segment`), so the demo's monitor report
 shows the radio's figures; they go to the sample only, as the monitor keeps them out of the drift tests."""
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import pandas as pd
 from tqdm import tqdm
 
 from bayes_beats.api.requestlog import Generation, RequestLog, read_requests
-from bayes_beats.api.stream import MEASURE_EVERY
 from bayes_beats.core import paths
 from bayes_beats.core.atomic import atomic_dir
 from bayes_beats.core.config import Params, StreamParams
@@ -121,20 +120,10 @@ def listen(gen, settings: StreamParams, request_log: RequestLog, prompt: str, se
     while played < seconds:
         began = time.perf_counter()
         segment = radio.render([cursor], [None])[0]
+        wav = wav_bytes(segment.audio[None, :], segment.sample_rate)
+        latency_s = time.perf_counter() - began
         request_log.record(
-            Generation(
-                endpoint="stream",
-                model_version=str(paths.FINETUNED),
-                prompt=prompt,
-                duration_s=segment.duration_s,
-                num_variations=1,
-                temperature=DEFAULT_TEMPERATURE,
-                latency_s=time.perf_counter() - began,
-                wav=wav_bytes(segment.audio[None, :], segment.sample_rate),
-                planned_bpm=segment.bpm,
-                planned_keyscale=segment.keyscale,
-                measured=segment.index % MEASURE_EVERY == 0,
-            )
+            Generation.of_segment(str(paths.FINETUNED), prompt, DEFAULT_TEMPERATURE, segment, wav, latency_s)
         )
         if segment.cursor is None:  # the radio hands on where the stream is; without it nothing continues
             raise RuntimeError(f"traffic: the radio returned no cursor after segment {segment.index}")

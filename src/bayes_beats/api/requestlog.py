@@ -38,6 +38,8 @@ from bayes_beats.music.theory import prompt_words
 
 log = logging.getLogger(__name__)
 TABLE = "requests"
+MEASURE_EVERY = 6  # a stream's segments: one in six measured (features, CLAP), so scoring leaves the CPU to
+# rendering; every segment is logged
 
 metadata = sa.MetaData()
 requests_table = sa.Table(
@@ -153,6 +155,36 @@ class Generation:
             planned_keyscale=rendered.keyscale[0],
             valence=vibe.valence if vibe else None,
             arousal=vibe.arousal if vibe else None,
+        )
+
+    @classmethod
+    def of_segment(
+        cls,
+        model_version: str,
+        prompt: str,
+        temperature: float,
+        segment: Any,
+        wav: bytes,
+        latency_s: float,
+        vibe: dict | None = None,
+    ) -> Generation:
+        """One radio segment's row: `segment` has index, duration_s, bpm and keyscale (the API's Playing or the
+        radio's Segment); every segment is logged, one in MEASURE_EVERY measured."""
+        vibe = vibe or {}
+        return cls(
+            endpoint="stream",
+            model_version=model_version,
+            prompt=prompt,
+            duration_s=segment.duration_s,
+            num_variations=1,
+            temperature=temperature,
+            latency_s=latency_s,
+            wav=wav,
+            planned_bpm=segment.bpm,
+            planned_keyscale=segment.keyscale,
+            valence=vibe.get("valence"),
+            arousal=vibe.get("arousal"),
+            measured=segment.index % MEASURE_EVERY == 0,
         )
 
 

@@ -34,8 +34,6 @@ from bayes_beats.music.audio import wav_bytes
 log = logging.getLogger(__name__)
 CHUNK_S = 0.5  # audio per write: the pacing's grain
 UNDERRUN_S = 0.05  # a chunk later than this behind a real-time player's clock is an underrun
-MEASURE_EVERY = 6  # segments: the request log measures one in six (features, CLAP), so scoring leaves the CPU
-# to rendering; every segment is logged
 
 
 class StreamLimit(Exception):
@@ -287,9 +285,8 @@ class StreamHub:
                 stream.rendered += 1
                 stream.rendered_s += playing.duration_s
                 metrics.segments.inc()
-                measured = playing.index % MEASURE_EVERY == 0
                 wav = await anyio.to_thread.run_sync(wav_bytes, audio[None, :], rate)
-                self._record(stream, playing, wav, time.perf_counter() - started, measured)
+                self._record(stream, playing, wav, time.perf_counter() - started)
                 await stream.queue.put((playing, audio, rate))  # waits while ahead_segments are unsent
         except asyncio.CancelledError:
             raise

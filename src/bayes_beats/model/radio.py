@@ -288,13 +288,27 @@ class Radio:
             shift=g.params.shift,
             generator=generators,
             plan=plan,
-            guidance=g.guidance_for(plan.bpm),
+            guidance=self.guidance_for(jobs, frames),
             held_latents=held_latents,
             held_frames=held_frames,
             output_type="latent",
         ).audios.float()
         audio = pipe.vae.decode(latents.transpose(1, 2).to(pipe.vae.dtype)).sample.float()[:, 0].cpu().numpy()
         return [self._join(job, latents[row].cpu().numpy(), audio[row]) for row, job in enumerate(jobs)]
+
+    def guidance_for(self, jobs: list[Job], frames: int) -> dict:
+        """The generator's guidance for these windows, beat guidance off for `unguided_beats` after a seam: the
+        held tail carries the tempo there, and guided, the beat after a slow seam came late (docs/design.md)."""
+        guidance = self.generator.guidance_for([float(j.metas["bpm"]) for j in jobs])
+        scales = guidance.get("beat_guidance")
+        if not isinstance(scales, list) or self.settings.unguided_beats == 0 or not any(j.held for j in jobs):
+            return guidance
+        weights = torch.tensor(scales, dtype=torch.float32)[:, None].repeat(1, frames)
+        for row, job in enumerate(jobs):
+            if job.held:
+                settle = job.held + round(self.settings.unguided_beats * 60.0 / float(job.metas["bpm"]) * self.rate)
+                weights[row, :settle] = 0.0
+        return guidance | {"beat_guidance": weights}
 
     def _join(self, job: Job, latents: np.ndarray, audio: np.ndarray) -> Segment:
         """The window's audio joined to what was played: crossfade inside the tail, a gain ramp, then the
