@@ -24,7 +24,7 @@ from bayes_beats.model.radio import Radio  # noqa: E402
 
 OUT = Path(__file__).with_name("stream_seam_ablation.json")
 # the stream settings every variant starts from: params.yaml's before this ablation (first_segment_s 2)
-BASE = {"first_segment_s": 2.0, "tail_s": 2.0, "overhang_s": 0.5}
+BASE = {"first_segment_s": 2.0, "tail_s": 2.0, "overhang_s": 0.5, "min_window_s": 0.0, "unguided_beats": 0.0}
 # name: (stream settings over BASE, guidance keys, beat guidance scale on windows that hold a tail)
 VARIANTS: dict[str, tuple[dict, dict, float]] = {
     "before (first segment 2 s)": ({}, {}, 1.0),
@@ -47,6 +47,9 @@ VARIANTS: dict[str, tuple[dict, dict, float]] = {
     "first segment 4 s, unguided 1 beat after a seam": ({"first_segment_s": 4.0, "unguided_beats": 1.0}, {}, 1.0),
     "first segment 4 s, unguided 2 beats after a seam": ({"first_segment_s": 4.0, "unguided_beats": 2.0}, {}, 1.0),
     "first segment 4 s, unguided a bar after a seam": ({"first_segment_s": 4.0, "unguided_beats": 4.0}, {}, 1.0),
+    # and every window rendered at least as long as a training clip (`stream.min_window_s`)
+    "first segment 4 s, windows at least 8 s": ({"first_segment_s": 4.0, "min_window_s": 8.0}, {}, 1.0),
+    "first segment 4 s, windows at least 10 s": ({"first_segment_s": 4.0, "min_window_s": 10.0}, {}, 1.0),
 }
 # the same settings on other seeds: how far two runs of one variant differ (one seam is 1/78 of a figure)
 REPEATS: dict[str, tuple[dict, tuple[int, ...]]] = {

@@ -122,6 +122,19 @@ def test_beat_guidance_stays_off_for_the_first_beats_after_a_seam_only(generator
         generator.guidance.update(shipped)
 
 
+def test_a_short_window_is_rendered_as_long_as_asked_and_plays_as_long_as_before(generator):
+    cursor = Cursor("rain on a window", seed=1, temperature=1.0)
+    short = Radio(generator, SETTINGS.model_copy(update={"min_window_s": 0.0}))
+    long = Radio(generator, SETTINGS.model_copy(update={"min_window_s": 10.0}))
+    job = short.job(cursor, None)
+    assert short.window(job) == job.held + job.new + short.overhang_frames < long.window(job) == long.min_window_frames
+    a, b = short.render([cursor], [None])[0], long.render([cursor], [None])[0]
+    assert len(a.audio) == len(b.audio) and a.cursor.window_start == b.cursor.window_start  # the same seam
+    assert not np.array_equal(a.audio, b.audio)  # the longer window is its own render
+    after = long.render([b.cursor], [None])[0]  # and it continues as any segment does
+    assert after.start_s == pytest.approx(b.start_s + b.duration_s, abs=1e-6)
+
+
 def test_a_modulation_goes_to_the_relative_key():
     assert relative("C major") == "A minor" and relative("A minor") == "C major" and relative("F# minor") == "A major"
 

@@ -145,6 +145,9 @@ class Radio:
         # frames rendered past the next seam and never played: a window's last frames are rendered as a clip's
         # ending (a fade, no lead-in to a next downbeat); the next segment holds a tail that ends at its seam
         self.overhang_frames = round(settings.overhang_s * self.rate)
+        # a window is rendered at least this long (more overhang): a short window is no clip the model learned,
+        # and its end is the next segment's tail
+        self.min_window_frames = round(settings.min_window_s * self.rate)
         n_fft = getattr(self.pipe.vae.config, "n_fft", 2048)
         if settings.crossfade_s > settings.hold_back_s or (self.tail_frames - 1) * self.hop < (
             settings.hold_back_s * self.sample_rate + n_fft
@@ -245,16 +248,21 @@ class Radio:
         out: list[Segment | None] = [None] * len(jobs)
         groups: dict[int, list[int]] = {}
         for i, job in enumerate(jobs):
-            groups.setdefault(job.held + job.new, []).append(i)
+            groups.setdefault(self.window(job), []).append(i)
         for members in groups.values():
             for i, segment in zip(members, self.render_group([jobs[i] for i in members]), strict=True):
                 out[i] = segment
         return [s for s in out if s is not None]
 
+    def window(self, job: Job) -> int:
+        """A job's window in frames: its held tail and new frames, rendered `overhang_s` past the seam and at
+        least `min_window_s` long."""
+        return max(job.held + job.new + self.overhang_frames, self.min_window_frames)
+
     def render_group(self, jobs: list[Job]) -> list[Segment]:
-        """Windows of one length (held + new frames), one pipeline call, rendered `overhang_s` past the seam."""
+        """Windows of one length (`window`), one pipeline call."""
         pipe, g = self.pipe, self.generator
-        frames = jobs[0].held + jobs[0].new + self.overhang_frames
+        frames = self.window(jobs[0])
         channels = pipe.transformer.config.audio_acoustic_hidden_dim
         origins: list[float] = []
         before: list[float | None] = []
