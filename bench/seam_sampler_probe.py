@@ -20,7 +20,7 @@ import stream_quality as sq  # noqa: E402
 
 from bayes_beats.core.config import load_params  # noqa: E402
 from bayes_beats.model.generate import load_generator  # noqa: E402
-from bayes_beats.model.radio import Radio  # noqa: E402
+from bayes_beats.model.radio import Cursor, Radio  # noqa: E402
 
 OUT = Path(__file__).with_name("stream_seam_ablation.json")
 # the stream settings every variant starts from: params.yaml's before this ablation (first_segment_s 2)
@@ -47,15 +47,24 @@ VARIANTS: dict[str, tuple[dict, dict, float]] = {
     "first segment 4 s, unguided 1 beat after a seam": ({"first_segment_s": 4.0, "unguided_beats": 1.0}, {}, 1.0),
     "first segment 4 s, unguided 2 beats after a seam": ({"first_segment_s": 4.0, "unguided_beats": 2.0}, {}, 1.0),
     "first segment 4 s, unguided a bar after a seam": ({"first_segment_s": 4.0, "unguided_beats": 4.0}, {}, 1.0),
+    "first segment 4 s, no beat guidance": ({"first_segment_s": 4.0}, {"beat_guidance": 0.0}, 1.0),
+    "first segment 4 s, no beat guidance, sketch guidance 4": (
+        {"first_segment_s": 4.0},
+        {"beat_guidance": 0.0, "sketch_guidance": 4.0},
+        1.0,
+    ),
     # and every window rendered at least as long as a training clip (`stream.min_window_s`)
     "first segment 4 s, windows at least 8 s": ({"first_segment_s": 4.0, "min_window_s": 8.0}, {}, 1.0),
     "first segment 4 s, windows at least 10 s": ({"first_segment_s": 4.0, "min_window_s": 10.0}, {}, 1.0),
 }
 # the same settings on other seeds: how far two runs of one variant differ (one seam is 1/78 of a figure)
-REPEATS: dict[str, tuple[dict, tuple[int, ...]]] = {
-    "first segment 4 s, seeds 0 and 1": ({"first_segment_s": 4.0}, (0, 1)),
-    "first segment 4 s, seeds 2 and 3": ({"first_segment_s": 4.0}, (2, 3)),
-    "first segment 4 s, seeds 4 and 5": ({"first_segment_s": 4.0}, (4, 5)),
+UNGUIDED = {"beat_guidance": 0.0, "sketch_guidance": 4.0}  # the stop-34 candidate: best beat phase of one run
+REPEATS: dict[str, tuple[dict, dict, tuple[int, ...]]] = {
+    "first segment 4 s, seeds 0 and 1": ({"first_segment_s": 4.0}, {}, (0, 1)),
+    "first segment 4 s, seeds 2 and 3": ({"first_segment_s": 4.0}, {}, (2, 3)),
+    "first segment 4 s, seeds 4 and 5": ({"first_segment_s": 4.0}, {}, (4, 5)),
+    "no beat guidance, sketch guidance 4, seeds 2 and 3": ({"first_segment_s": 4.0}, UNGUIDED, (2, 3)),
+    "no beat guidance, sketch guidance 4, seeds 4 and 5": ({"first_segment_s": 4.0}, UNGUIDED, (4, 5)),
 }
 FIGURES = (
     "seams", "seam_jump_within_40ms", "seam_jump_median_ms", "seam_jump_p95_ms", "mid_jump_within_40ms",
@@ -93,10 +102,13 @@ def variant(generator, settings: dict, guidance: dict, tail_beat: float, seeds=s
     generator.guidance.update(guidance)
     if tail_beat != 1.0:
         with_tail_beat_guidance(radio, tail_beat)
-    rows, misses = [], []
+    rows, misses, first = [], [], []
     try:
         for prompt in sq.PROMPTS:
             for seed in seeds:
+                began = time.perf_counter()  # the first segment alone: what first audio waits for
+                radio.render([Cursor(prompt, seed, sq.DEFAULT_TEMPERATURE)], [None])
+                first.append(time.perf_counter() - began)
                 cont, segs = sq.continuation(radio, prompt, seed, sq.SECONDS)
                 sr = radio.sample_rate
                 seams = np.cumsum([s["new"] * radio.hop for s in segs])[:-1] / sr
@@ -112,7 +124,8 @@ def variant(generator, settings: dict, guidance: dict, tail_beat: float, seeds=s
         generator.guidance.clear()
         generator.guidance.update(shipped)
     summary = sq.summary(rows)
-    return {"figures": {k: summary[k] for k in FIGURES}, "beat_misses": misses}
+    timing = {"first_render_median_s": round(float(np.median(first)), 3), "first_render_max_s": round(max(first), 3)}
+    return {"figures": {k: summary[k] for k in FIGURES} | timing, "beat_misses": misses}
 
 
 def pooled(runs) -> dict:
@@ -133,7 +146,7 @@ def main(only: set[str] | None = None) -> dict:
     generator = load_generator("models/finetuned", device="cpu")
     out = json.loads(OUT.read_text()) if only else {"variants": {}, "repeats": {}}
     runs = {n: (v, sq.SEEDS, "variants") for n, v in VARIANTS.items()}
-    runs |= {n: ((settings, {}, 1.0), seeds, "repeats") for n, (settings, seeds) in REPEATS.items()}
+    runs |= {n: ((settings, guidance, 1.0), seeds, "repeats") for n, (settings, guidance, seeds) in REPEATS.items()}
     for name, ((settings, guidance, tail_beat), seeds, kind) in runs.items():
         if only and name not in only:
             continue
@@ -141,7 +154,11 @@ def main(only: set[str] | None = None) -> dict:
         row |= variant(generator, settings, guidance, tail_beat, seeds)
         out.setdefault(kind, {})[name] = row
         print(name, json.dumps(row["figures"]), flush=True)
-    out["repeats_pooled"] = pooled(out["repeats"].values())
+    kept = [r for n, r in out["repeats"].items() if n.startswith("first segment 4 s")]
+    candidate = [r for n, r in out["repeats"].items() if n.startswith("no beat guidance")]
+    candidate += [out["variants"]["first segment 4 s, no beat guidance, sketch guidance 4"]]
+    out["repeats_pooled"] = pooled(kept)
+    out["candidate_pooled"] = pooled(candidate)
     wall = round(time.perf_counter() - start)
     return out | {"what": __doc__.split("\n")[0], "base": BASE, "wall_s": out.get("wall_s", 0) + wall if only else wall}
 
