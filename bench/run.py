@@ -249,6 +249,12 @@ def write_table(r: dict, out: Path) -> None:
                 " / ".join(str(q[v]["seam_jump_within_40ms"]) for v in ("a_concat", "b_xfade", "c_continue")),
                 "",
             ),
+            (
+                "Radio key = plan (continuation): per planned-key run / 8-s windows across seams vs inside",
+                f"{q['c_continue']['key_run_matches_plan']} / {q['c_continue']['key_window_across_seam_matches_plan']}"
+                f" vs {q['c_continue']['key_window_inside_matches_plan']}",
+                "",
+            ),
         ]
     soak_file = Path("bench/soak.json")  # `make soak` (10 min), not part of `make bench`
     if soak_file.is_file():

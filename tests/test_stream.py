@@ -90,51 +90,6 @@ def test_segments_join_end_to_end_the_plan_moves_only_at_phrases_and_a_cursor_is
         assert np.abs(segment.audio).max() <= 0.9  # -1 dBFS, the gain ramps rather than jumps
 
 
-def test_beat_guidance_stays_off_for_the_first_beats_after_a_seam_only(generator):
-    radio = Radio(generator, SETTINGS.model_copy(update={"unguided_beats": 2.0}))
-    shipped = dict(generator.guidance)
-    generator.guidance.update(beat_guidance=6.0, beat_guidance_below_bpm=1000.0)  # every tempo guided
-    try:
-        first = radio.job(Cursor("rain on a window", seed=1, temperature=1.0), None)
-        segment = radio.render([first.cursor], [None])[0]
-        second = radio.job(segment.cursor, None)
-        frames = second.held + second.new + radio.overhang_frames
-        weights = radio.guidance_for([first, second], frames)["beat_guidance"]
-        settle = second.held + round(2.0 * 60.0 / second.metas["bpm"] * radio.rate)
-        assert weights.shape == (2, frames) and bool((weights[0] == 6.0).all())  # no seam: guided throughout
-        assert bool((weights[1, :settle] == 0).all()) and bool((weights[1, settle:] == 6.0).all())
-        # off (0 beats), or no window holds a tail: the generator's own per-item scales, as a clip gets them
-        assert radio.guidance_for([first], frames)["beat_guidance"] == [6.0]
-        plain = Radio(generator, SETTINGS.model_copy(update={"unguided_beats": 0.0}))
-        assert plain.guidance_for([first, second], frames)["beat_guidance"] == [6.0, 6.0]
-        # the sampler reads the frames' scales: off after a seam is neither guided throughout nor unguided,
-        # and off for the whole window is unguided, bit for bit
-        masked = radio.render([segment.cursor], [None])[0].audio
-        guided = plain.render([segment.cursor], [None])[0].audio
-        whole = Radio(generator, SETTINGS.model_copy(update={"unguided_beats": 1000.0}))
-        off_after_seam = whole.render([segment.cursor], [None])[0].audio
-        generator.guidance.update(beat_guidance=0.0)
-        unguided = plain.render([segment.cursor], [None])[0].audio
-        assert np.array_equal(off_after_seam, unguided)
-        assert not np.array_equal(masked, guided) and not np.array_equal(masked, unguided)
-    finally:
-        generator.guidance.clear()
-        generator.guidance.update(shipped)
-
-
-def test_a_short_window_is_rendered_as_long_as_asked_and_plays_as_long_as_before(generator):
-    cursor = Cursor("rain on a window", seed=1, temperature=1.0)
-    short = Radio(generator, SETTINGS.model_copy(update={"min_window_s": 0.0}))
-    long = Radio(generator, SETTINGS.model_copy(update={"min_window_s": 10.0}))
-    job = short.job(cursor, None)
-    assert short.window(job) == job.held + job.new + short.overhang_frames < long.window(job) == long.min_window_frames
-    a, b = short.render([cursor], [None])[0], long.render([cursor], [None])[0]
-    assert len(a.audio) == len(b.audio) and a.cursor.window_start == b.cursor.window_start  # the same seam
-    assert not np.array_equal(a.audio, b.audio)  # the longer window is its own render
-    after = long.render([b.cursor], [None])[0]  # and it continues as any segment does
-    assert after.start_s == pytest.approx(b.start_s + b.duration_s, abs=1e-6)
-
-
 def test_a_modulation_goes_to_the_relative_key():
     assert relative("C major") == "A minor" and relative("A minor") == "C major" and relative("F# minor") == "A major"
 

@@ -260,8 +260,6 @@ class StreamParams(Section):
     first_segment_s: float = Field(gt=0)  # the first ones are shorter: first audio sooner (target_s)
     tail_s: float = Field(gt=0)  # the previous segment's end each segment is conditioned on (held latents)
     overhang_s: float = Field(ge=0)  # rendered past each seam, never played: the tail does not end as a clip ends
-    min_window_s: float = Field(ge=0)  # a window is rendered at least this long (the rest past the seam dropped)
-    unguided_beats: float = Field(ge=0)  # beats after a seam without beat guidance (the held tail carries the tempo)
     hold_back_s: float = Field(gt=0)  # audio kept back at each segment's end: the seam's crossfade is inside the tail
     crossfade_s: float = Field(gt=0)  # equal-power, between two decodes of the same held latents
     phrase_segments: int = Field(ge=1)  # the plan changes every N segments (a phrase), never inside one

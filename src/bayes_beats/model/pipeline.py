@@ -236,17 +236,15 @@ def guided_velocity(
     """The DiT's velocity, with classifier-free guidance on the sketch when asked.
 
     sketch_guidance g != 1: v_u + g (v_sketch − v_u), v_u with the sketch channels zeroed (as sketch dropout
-    trains). beat_guidance h > 0 (a scale, one per item, or [item, frame]): + h (v_sketch − v_double) while t is above
+    trains). beat_guidance h > 0 (a scale or one per item): + h (v_sketch − v_double) while t is above
     beat_guidance_above_t, v_double rendering the same sketch at double time, so the sum steers away from
     it; only the first, noisiest steps, where the rhythm forms (all steps cost key and mode, docs/
     ablation.md). The branches run as one DiT call on a stacked batch."""
     guidance = guidance or {}
     scale = guidance.get("sketch_guidance", 1.0)
-    # a scale, one per item, or one per item and frame ([batch, frames]: the radio's frames after a seam)
-    weights = torch.as_tensor(guidance.get("beat_guidance", 0.0), dtype=xt.dtype).to(xt.device)
+    weights = torch.as_tensor(guidance.get("beat_guidance", 0.0), dtype=xt.dtype)  # scalar or per item
     early = bool((t > guidance.get("beat_guidance_above_t", 1.0)).all())  # the steps share one t
-    per_frame = weights[..., None] if weights.ndim == 2 else weights.reshape(-1, 1, 1)
-    beat = per_frame if early and bool((weights != 0).any()) else None
+    beat = weights.to(xt.device).reshape(-1, 1, 1) if early and bool((weights != 0).any()) else None
     if scale == 1.0 and beat is None:
         return transformer(
             hidden_states=xt, timestep=t, timestep_r=t, encoder_hidden_states=states, context_latents=context

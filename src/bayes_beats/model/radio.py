@@ -145,9 +145,6 @@ class Radio:
         # frames rendered past the next seam and never played: a window's last frames are rendered as a clip's
         # ending (a fade, no lead-in to a next downbeat); the next segment holds a tail that ends at its seam
         self.overhang_frames = round(settings.overhang_s * self.rate)
-        # a window is rendered at least this long (more overhang): a short window is no clip the model learned,
-        # and its end is the next segment's tail
-        self.min_window_frames = round(settings.min_window_s * self.rate)
         n_fft = getattr(self.pipe.vae.config, "n_fft", 2048)
         if settings.crossfade_s > settings.hold_back_s or (self.tail_frames - 1) * self.hop < (
             settings.hold_back_s * self.sample_rate + n_fft
@@ -248,21 +245,16 @@ class Radio:
         out: list[Segment | None] = [None] * len(jobs)
         groups: dict[int, list[int]] = {}
         for i, job in enumerate(jobs):
-            groups.setdefault(self.window(job), []).append(i)
+            groups.setdefault(job.held + job.new, []).append(i)
         for members in groups.values():
             for i, segment in zip(members, self.render_group([jobs[i] for i in members]), strict=True):
                 out[i] = segment
         return [s for s in out if s is not None]
 
-    def window(self, job: Job) -> int:
-        """A job's window in frames: its held tail and new frames, rendered `overhang_s` past the seam and at
-        least `min_window_s` long."""
-        return max(job.held + job.new + self.overhang_frames, self.min_window_frames)
-
     def render_group(self, jobs: list[Job]) -> list[Segment]:
-        """Windows of one length (`window`), one pipeline call."""
+        """Windows of one length (held + new frames), one pipeline call, rendered `overhang_s` past the seam."""
         pipe, g = self.pipe, self.generator
-        frames = self.window(jobs[0])
+        frames = jobs[0].held + jobs[0].new + self.overhang_frames
         channels = pipe.transformer.config.audio_acoustic_hidden_dim
         origins: list[float] = []
         before: list[float | None] = []
@@ -296,27 +288,13 @@ class Radio:
             shift=g.params.shift,
             generator=generators,
             plan=plan,
-            guidance=self.guidance_for(jobs, frames),
+            guidance=g.guidance_for(plan.bpm),
             held_latents=held_latents,
             held_frames=held_frames,
             output_type="latent",
         ).audios.float()
         audio = pipe.vae.decode(latents.transpose(1, 2).to(pipe.vae.dtype)).sample.float()[:, 0].cpu().numpy()
         return [self._join(job, latents[row].cpu().numpy(), audio[row]) for row, job in enumerate(jobs)]
-
-    def guidance_for(self, jobs: list[Job], frames: int) -> dict:
-        """The generator's guidance for these windows, beat guidance off for `unguided_beats` after a seam: the
-        held tail carries the tempo there, and guided, the beat after a slow seam came late (docs/design.md)."""
-        guidance = self.generator.guidance_for([float(j.metas["bpm"]) for j in jobs])
-        scales = guidance.get("beat_guidance")
-        if not isinstance(scales, list) or self.settings.unguided_beats == 0 or not any(j.held for j in jobs):
-            return guidance
-        weights = torch.tensor(scales, dtype=torch.float32)[:, None].repeat(1, frames)
-        for row, job in enumerate(jobs):
-            if job.held:
-                settle = job.held + round(self.settings.unguided_beats * 60.0 / float(job.metas["bpm"]) * self.rate)
-                weights[row, :settle] = 0.0
-        return guidance | {"beat_guidance": weights}
 
     def _join(self, job: Job, latents: np.ndarray, audio: np.ndarray) -> Segment:
         """The window's audio joined to what was played: crossfade inside the tail, a gain ramp, then the
