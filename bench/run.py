@@ -1,6 +1,7 @@
 """`make bench`: speed figures measured side by side in one run on this machine → bench/results.json.
 
-Run from the repo root after `make demo` (it reads data/ the pipeline produced)."""
+Run from the repo root after `make demo` (it reads data/ the pipeline produced). `python bench/run.py NAME ...`
+runs only the named benchmarks and merges them into the results already written."""
 
 from __future__ import annotations
 
@@ -145,7 +146,14 @@ def bench_full_vs_noop_repro(target: str = "register") -> dict:
     }
 
 
-def main() -> None:
+def saved(path: Path, result: dict) -> dict:
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main(only: set[str] | None = None) -> None:
+    """Every benchmark, or only the named ones (`python bench/run.py stream_quality stream`) merged into the
+    bench/results.json already written; the table is rewritten from the merged results either way."""
     sys.path.insert(0, str(Path(__file__).parent))
     import control
     import listeners
@@ -156,29 +164,34 @@ def main() -> None:
     import stream_quality
     import vibe_follow
 
-    here = machine()
-    results = {
-        "machine": here,
-        "noop_dvc_repro": bench_noop_repro(),
-        "dvc_repro_full_vs_noop": bench_full_vs_noop_repro(),
-        "features": bench_features(),
-        "feature_accuracy": feature_accuracy(),
-        "corpus_generation": bench_corpus(),
-        "model": model_bench.main(),
-        "serving": serve_bench.main(),
-        "control": control.main(),  # fixed metas → what lands in the audio; the planner on free text
-        "vibe_follow": vibe_follow.main(),  # unseen scene captions, 3 seeds: does the audio follow the vibe
-        "plans": plans.main(),  # the plan distribution: calibration, entropy, takes' spread vs seeds alone
-        "listeners": listeners.main(),  # simulated listeners: does the taste posterior learn them
-        "stream_quality": stream_quality.run(),  # the radio's seams: concatenation / crossfade / continuation
-        "stream": stream_bench.main(),  # the radio at real time: first audio, concurrent streams, leaks
+    benches = {
+        "noop_dvc_repro": bench_noop_repro,
+        "dvc_repro_full_vs_noop": bench_full_vs_noop_repro,
+        "features": bench_features,
+        "feature_accuracy": feature_accuracy,
+        "corpus_generation": bench_corpus,
+        "model": model_bench.main,
+        "serving": serve_bench.main,
+        "control": control.main,  # fixed metas → what lands in the audio; the planner on free text
+        "vibe_follow": vibe_follow.main,  # unseen scene captions, 3 seeds: does the audio follow the vibe
+        "plans": plans.main,  # the plan distribution: calibration, entropy, takes' spread vs seeds alone
+        "listeners": listeners.main,  # simulated listeners: does the taste posterior learn them
+        # the radio's seams (concatenation / crossfade / continuation) and the radio at real time (first audio,
+        # concurrent streams, leaks): also in their own JSON, which docs/design.md cites
+        "stream_quality": lambda: saved(stream_quality.OUT, stream_quality.run()),
+        "stream": lambda: saved(stream_bench.OUT, stream_bench.main()),
     }
-    for name, entry in results.items():
-        if name != "machine":
-            entry["machine"] = f"{here['cores']} cores, {here['cpu']}"  # versions: the top-level entry
+    if only and only - benches.keys():
+        raise SystemExit(f"unknown benchmarks {sorted(only - benches.keys())}; known: {', '.join(benches)}")
+    here = machine()
+    results = json.loads(RESULTS.read_text()) if only else {}
+    results["machine"] = here
+    for name, bench in benches.items():
+        if not only or name in only:
+            results[name] = bench() | {"machine": f"{here['cores']} cores, {here['cpu']}"}  # versions: the top entry
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     write_table(results, Path("docs/benchmarks.md"))
-    print(json.dumps(results, indent=2))
+    print(json.dumps({k: results[k] for k in (only or results)}, indent=2))
 
 
 def write_table(r: dict, out: Path) -> None:
@@ -281,4 +294,4 @@ def write_table(r: dict, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(set(sys.argv[1:]) or None)

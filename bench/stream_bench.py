@@ -11,7 +11,8 @@ of the registry's champion, clients that play what they receive at real time fro
 - 1 000 open/close cycles: threads, open files and memory of the service before and after;
 - /generate throughput, 8 clients of 10-s clips, served (request log on) vs in-process, interleaved round by round.
 
-    python bench/stream_bench.py [seconds]   # → bench/stream_bench.json; bench/run.py stores it too"""
+    python bench/stream_bench.py [seconds]   # → bench/stream_bench.json; bench/run.py stores it too
+    python bench/stream_bench.py most        # the most-streams trials again, beside the last run's"""
 
 from __future__ import annotations
 
@@ -271,6 +272,39 @@ async def first_audio_under_load(url: str, n: int = 5, playing: int = 4) -> dict
     }
 
 
+def most_streams(url: str, pid: int, radio, streams: int) -> dict:
+    """More streams until a listener waits (32: stream.max_streams of a worker); the in-process limit is measured
+    beside each trial (the service idle): this machine's speed drifts more than minutes apart allow."""
+    held = []
+    for n in (16, 24, 32):
+        limit = radio_rate(radio, 8)
+        trial = asyncio.run(concurrent(url, pid, n, 60.0, probe=False)) | {"limit_in_process": limit}
+        held.append(trial)
+        if trial["client_stalls"] or trial["refused"]:
+            break
+    kept = [t for t in held if not t["client_stalls"] and not t["refused"]]  # in order: the last holds most
+    most, beside = (kept[-1]["streams"], kept[-1]) if kept else (streams, held[0])
+    return {
+        "held": most,
+        "limit_in_process": beside["limit_in_process"],  # read beside the trial that held (none: the first)
+        "share": round(most / beside["limit_in_process"], 2),
+        "trials": held,
+    }
+
+
+def most_streams_again() -> dict:
+    """`python bench/stream_bench.py most`: the most-streams trials alone on a fresh service, kept beside the
+    full run's in stream_bench.json (`most_streams_again`): how far two runs of the trials are apart."""
+    _, radio = in_process()
+    os.environ["BAYES_BEATS_TRUSTED_PROXIES"] = "127.0.0.1/32"
+    proc, url = start(None, None)
+    try:
+        return most_streams(url, proc.pid, radio, 12)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(120)
+
+
 def main(seconds: float = 300.0, streams: int = 12, cycle_count: int = 1000) -> dict:
     results: dict = {}
     results["in_process"], radio = in_process()
@@ -283,23 +317,7 @@ def main(seconds: float = 300.0, streams: int = 12, cycle_count: int = 1000) -> 
         # /generate served, 8 clients of 10-s clips, on the idle service (and again after the streams below)
         results["generate_served"] = generate_side_by_side(url, generator)
         results["concurrent"] = asyncio.run(concurrent(url, proc.pid, streams, seconds, probe=True))
-        # more streams until a listener waits (32: stream.max_streams of a worker); the in-process limit is
-        # measured beside each trial (the service idle): this machine's speed drifts more than minutes apart allow
-        held = []
-        for n in (16, 24, 32):
-            limit = radio_rate(radio, 8)
-            trial = asyncio.run(concurrent(url, proc.pid, n, 60.0, probe=False)) | {"limit_in_process": limit}
-            held.append(trial)
-            if trial["client_stalls"] or trial["refused"]:
-                break
-        kept = [t for t in held if not t["client_stalls"] and not t["refused"]]  # in order: the last holds most
-        most, beside = (kept[-1]["streams"], kept[-1]) if kept else (streams, held[0])
-        results["most_streams"] = {
-            "held": most,
-            "limit_in_process": beside["limit_in_process"],  # read beside the trial that held (none: the first)
-            "share": round(most / beside["limit_in_process"], 2),
-            "trials": held,
-        }
+        results["most_streams"] = most_streams(url, proc.pid, radio, streams)
         results["open_close"] = asyncio.run(cycles(url, proc.pid, cycle_count))
         # after the streams and 1 000 abandoned ones: nothing left behind slows the service down
         results["generate_served_after_streams"] = generate_side_by_side(url, generator)
@@ -310,6 +328,9 @@ def main(seconds: float = 300.0, streams: int = 12, cycle_count: int = 1000) -> 
 
 
 if __name__ == "__main__":
-    out = main(*(float(a) for a in sys.argv[1:2]))
-    OUT.write_text(json.dumps(out, indent=2) + "\n")
+    if sys.argv[1:] == ["most"]:
+        out = json.loads(OUT.read_text()) | {"most_streams_again": most_streams_again()}
+    else:
+        out = main(*(float(a) for a in sys.argv[1:2]))
+    OUT.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=2))
