@@ -53,7 +53,7 @@ VARIANTS: dict[str, tuple[dict, dict, float]] = {
     ),
 }
 # the same settings on other seeds: how far two runs of one variant differ (one seam is 1/78 of a figure)
-UNGUIDED = {"beat_guidance": 0.0, "sketch_guidance": 4.0}  # the stop-34 candidate: best beat phase of one run
+UNGUIDED = {"beat_guidance": 0.0, "sketch_guidance": 4.0}  # the stop-35 candidate: best beat phase of one run
 REPEATS: dict[str, tuple[dict, dict, tuple[int, ...]]] = {
     "first segment 4 s, seeds 0 and 1": ({"first_segment_s": 4.0}, {}, (0, 1)),
     "first segment 4 s, seeds 2 and 3": ({"first_segment_s": 4.0}, {}, (2, 3)),
