@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import stream_quality as sq  # noqa: E402
 
+import bayes_beats.model.radio as radio_module  # noqa: E402
 from bayes_beats.core.config import load_params  # noqa: E402
 from bayes_beats.model.generate import load_generator  # noqa: E402
 from bayes_beats.model.radio import Cursor, Radio  # noqa: E402
@@ -137,6 +138,41 @@ def pooled(runs) -> dict:
     return out
 
 
+def join_gain(generator, seeds=sq.SEEDS) -> dict:
+    """The level at each join, side by side in one run: the gain the window's -1 dBFS normalisation asked for
+    against the gain played before it. The rule before stop 37 ramped up to a quieter window's gain but cut
+    to a louder one's at the crossfade (a 100-ms step); `radio.gain_curve` glides from the played gain."""
+    radio = Radio(generator, load_params().stream)
+    cut, glided, glide = [], [], []
+    curve = radio_module.gain_curve
+
+    def measured(audio, start, target, hop, slew):
+        gains = curve(audio, start, target, hop, slew)
+        if start == target:  # a stream's first segment: nothing played before it, no join
+            return gains
+        cut.append(min(0.0, 20 * np.log10(target / start)))  # the old rule: min(ramp, target) from the first sample
+        glided.append(20 * np.log10(gains[0] / start))
+        glide.append(float(np.abs(np.diff(20 * np.log10(gains))).max() * radio.sample_rate))
+        return gains
+
+    radio_module.gain_curve = measured
+    try:
+        for prompt in sq.PROMPTS:
+            for seed in seeds:
+                sq.continuation(radio, prompt, seed, sq.SECONDS)
+    finally:
+        radio_module.gain_curve = curve
+    cut, glided = -np.array(cut), -np.array(glided)
+
+    def steps(db: np.ndarray) -> dict:
+        big = db[db > 0.5]
+        return {"joins_stepped_over_0_5_db": int(len(big)), "share": round(len(big) / len(db), 3),
+                "median_db": round(float(np.median(big)), 2) if len(big) else 0.0, "max_db": round(float(db.max()), 2)}  # fmt: skip
+
+    return {"joins": len(cut), "cut_at_crossfade_before": steps(cut), "glide_now": steps(glided),
+            "glide_max_db_per_s": round(max(glide), 2), "slew_db_per_s": radio.settings.gain_slew_db_s}  # fmt: skip
+
+
 def main(only: set[str] | None = None) -> dict:
     """Every variant and repeat, or only the named ones merged into the JSON already written."""
     start = time.perf_counter()
@@ -144,6 +180,9 @@ def main(only: set[str] | None = None) -> dict:
     out = json.loads(OUT.read_text()) if only else {"variants": {}, "repeats": {}}
     runs = {n: (v, sq.SEEDS, "variants") for n, v in VARIANTS.items()}
     runs |= {n: ((settings, guidance, 1.0), seeds, "repeats") for n, (settings, guidance, seeds) in REPEATS.items()}
+    if not only or "join gain" in only:
+        out["join_gain"] = join_gain(generator)
+        print("join gain", json.dumps(out["join_gain"]), flush=True)
     for name, ((settings, guidance, tail_beat), seeds, kind) in runs.items():
         if only and name not in only:
             continue
@@ -161,5 +200,5 @@ def main(only: set[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    result = main(set(sys.argv[1:]) or None)  # names: run only those variants or repeats
+    result = main(set(sys.argv[1:]) or None)  # names: run only those variants or repeats ("join gain": the level)
     OUT.write_text(json.dumps(result, indent=1) + "\n")

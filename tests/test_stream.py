@@ -28,7 +28,7 @@ from bayes_beats.api.turns import MARGIN, RenderTurns
 from bayes_beats.core.config import load_params
 from bayes_beats.core.processes import tree_usage
 from bayes_beats.model.generate import load_generator
-from bayes_beats.model.radio import BEATS_PER_BAR, Cursor, Radio, relative
+from bayes_beats.model.radio import BEATS_PER_BAR, PEAK, Cursor, Radio, gain_curve, relative
 
 SETTINGS = load_params().stream
 
@@ -88,6 +88,24 @@ def test_segments_join_end_to_end_the_plan_moves_only_at_phrases_and_a_cursor_is
     assert np.array_equal(again.audio, segments[-1].audio)  # stateless and seeded: any worker continues any stream
     for segment in segments:
         assert np.abs(segment.audio).max() <= 0.9  # -1 dBFS, the gain ramps rather than jumps
+
+
+def test_the_gain_glides_from_what_was_played_and_a_louder_window_never_clips_or_jumps():
+    hop, slew = 512, 0.1  # dB a frame
+    rng = np.random.default_rng(0)
+    audio = (0.2 * rng.standard_normal(200 * hop)).clip(-0.4, 0.4).astype(np.float32)  # under PEAK at start
+    audio[150 * hop : 151 * hop] = 0.99  # a peak 3 s in: a window louder than the last one's normalisation
+    start, target = 2.0, PEAK / 0.99
+    gains = gain_curve(audio, start, target, hop, slew)
+    level = 20 * np.log10(gains)
+    assert level[0] == pytest.approx(20 * np.log10(start), abs=1e-3)  # no step where the last segment left off
+    assert np.abs(audio * gains).max() <= PEAK + 1e-6  # -1 dBFS, the peak included
+    assert np.abs(np.diff(level)).max() <= 1.01 * slew / hop  # never faster than the slew, either way (float32)
+    assert level[149 * hop] < level[100 * hop] - 1.0  # it came down before the peak, not at it
+    quiet = gain_curve(audio[: 100 * hop], 0.5, 1.0, hop, slew)  # a quieter window: the level rises gradually
+    assert quiet[0] == pytest.approx(0.5, rel=1e-3) and quiet[-1] == pytest.approx(1.0, rel=1e-2)
+    assert gain_curve(audio[: 10 * hop], 0.5, 1.0, hop, slew)[-1] < 0.6  # a short one ends on its way there
+    assert np.all(np.diff(quiet) >= -1e-6)
 
 
 def test_a_modulation_goes_to_the_relative_key():

@@ -262,6 +262,7 @@ class StreamParams(Section):
     overhang_s: float = Field(ge=0)  # rendered past each seam, never played: the tail does not end as a clip ends
     hold_back_s: float = Field(gt=0)  # audio kept back at each segment's end: the seam's crossfade is inside the tail
     crossfade_s: float = Field(gt=0)  # equal-power, between two decodes of the same held latents
+    gain_slew_db_s: float = Field(gt=0)  # the stream's level moves at most this fast (radio.gain_curve)
     phrase_segments: int = Field(ge=1)  # the plan changes every N segments (a phrase), never inside one
     max_tempo_step: float = Field(ge=0, le=0.5)  # a phrase's tempo moves at most this share toward a fresh draw
     energy_step: float = Field(ge=0, le=1)  # and its energy this share of the way

@@ -8,8 +8,8 @@ the previous segment's tail (`tail_s` of its latents, held by the sampler: `Vibe
 `held_latents`), its sketch's downbeat at the seam, the progression going on from the beat it had
 reached, so the beat grid, the chords, key and timbre run on. Its audio is
 decoded with the tail and joined to what was played inside the tail, where both decodes render the same
-latents (an equal-power crossfade of `crossfade_s`, `hold_back_s` before the seam), at a gain that ramps
-instead of jumping. The plan moves only every `phrase_segments` segments: a tempo step toward a fresh draw
+latents (an equal-power crossfade of `crossfade_s`, `hold_back_s` before the seam), at a gain that glides
+from the one played (`gain_curve`) instead of jumping. The plan moves only every `phrase_segments` segments: a tempo step toward a fresh draw
 of the (listener-tilted) plan, a modulation to the relative key when the draw's mode turns, an energy step.
 
 Stateless between calls: a `Cursor` (JSON-able: plain numbers, base64 arrays) carries all a stream is, so
@@ -33,6 +33,24 @@ from bayes_beats.music.theory import PITCH_CLASSES, parse_keyscale
 
 PEAK = 10.0 ** (-1.0 / 20.0)  # -1 dBFS, as the pipeline normalises a clip
 BEATS_PER_BAR = 4  # the metas' time signature (text.format_prompt)
+
+
+def gain_curve(audio: np.ndarray, start: float, target: float, hop: int, slew_db_per_hop: float) -> np.ndarray:
+    """Per-sample gain for `audio`: from `start` (the gain of what was played) toward `target`, changing at most
+    `slew_db_per_hop` dB a frame of `hop` samples, never putting a sample over PEAK: a look-ahead limiter at frame
+    resolution, so a new window's louder peak lowers the level in time instead of at the join."""
+    n = -(-len(audio) // hop)
+    peaks = np.pad(np.abs(audio), (0, n * hop - len(audio))).reshape(n, hop).max(axis=1)
+    # a sample in frame i is interpolated between the gains of frames i-1..i+1: each must keep frame i under PEAK
+    peaks = np.maximum.reduce([peaks, np.r_[peaks[1:], 0.0], np.r_[0.0, peaks[:-1]]])
+    ceiling = 20.0 * np.log10(PEAK / np.maximum(peaks, 1e-6))
+    at = np.arange(n) * slew_db_per_hop
+    ceiling = np.minimum.accumulate((ceiling + at)[::-1])[::-1] - at  # fall in time for every peak ahead
+    # toward target over the window, no faster than the slew: a short window ends on its way there
+    wish = 20.0 * np.log10(start) + np.clip(np.linspace(0.0, 20.0 * np.log10(target / start), n), -at, at)
+    level = np.minimum.accumulate(np.minimum(wish, ceiling) - at) + at  # and rise after a peak no faster
+    centres = (np.arange(n) + 0.5) * hop
+    return (10.0 ** (np.interp(np.arange(len(audio)), centres, level) / 20.0)).astype(np.float32)
 
 
 def pack(array: np.ndarray | None) -> str | None:
@@ -312,8 +330,8 @@ class Radio:
         peak = float(np.abs(audio[held * hop : seam * hop]).max()) or 1e-6
         target = PEAK / max(peak, 1e-6)
         start_gain = cursor.gain if cursor.gain is not None else target
-        ramp = np.minimum(np.linspace(start_gain, target, len(fresh), dtype=np.float32), target)
-        fresh = fresh * ramp
+        gains = gain_curve(fresh, start_gain, target, hop, s.gain_slew_db_s * hop / sr)
+        fresh = fresh * gains
         previous = unpack(cursor.held)
         if previous is not None:  # equal-power crossfade over the kept-back audio
             n = min(len(previous), len(fresh))
@@ -335,7 +353,7 @@ class Radio:
                 "lead_s": job.next_beat_s - job.new / self.rate,
                 "tail": pack(latents[seam - tail_frames : seam]),
                 "held": pack(kept),
-                "gain": target,
+                "gain": float(gains[end - begin]),  # where the next segment's audio starts: its gain goes on from here
                 "channels": latents.shape[-1],
             }
         )
