@@ -146,11 +146,6 @@ def bench_full_vs_noop_repro(target: str = "register") -> dict:
     }
 
 
-def saved(path: Path, result: dict) -> dict:
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    return result
-
-
 def main(only: set[str] | None = None) -> None:
     """Every benchmark, or only the named ones (`python bench/run.py stream_quality stream`) merged into the
     bench/results.json already written; the table is rewritten from the merged results either way."""
@@ -178,8 +173,8 @@ def main(only: set[str] | None = None) -> None:
         "listeners": listeners.main,  # simulated listeners: does the taste posterior learn them
         # the radio's seams (concatenation / crossfade / continuation) and the radio at real time (first audio,
         # concurrent streams, leaks): also in their own JSON, which docs/design.md cites
-        "stream_quality": lambda: saved(stream_quality.OUT, stream_quality.run()),
-        "stream": lambda: saved(stream_bench.OUT, stream_bench.main()),
+        "stream_quality": lambda: stream_quality.save(stream_quality.run()),
+        "stream": lambda: stream_bench.save(stream_bench.main()),
     }
     if only and only - benches.keys():
         raise SystemExit(f"unknown benchmarks {sorted(only - benches.keys())}; known: {', '.join(benches)}")

@@ -6,7 +6,8 @@ Why: the seams' misses are late beats at slow, beat-guided tempi and broadband b
 is sampled; the plans are the same (they do not depend on the sampler). Run after `make demo`, ~45 s a
 variant on 2 cores. The release variant (the tail's end let go gradually) lives on branch exp/release; beat
 guidance off for the first beats after a seam (`stream.unguided_beats`) and a minimum window (`stream.min_window_s`)
-on branch exp/seam-knobs: their rows stay in the JSON."""
+on branch exp/seam-knobs: their rows stay in the JSON. The groups repeat settings on three seed pairs (`pooled`);
+"join gain" measures the level at each join under the old gain rule and the glide, side by side."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import stream_quality as sq  # noqa: E402
 import bayes_beats.model.radio as radio_module  # noqa: E402
 from bayes_beats.core.config import load_params  # noqa: E402
 from bayes_beats.model.generate import load_generator  # noqa: E402
-from bayes_beats.model.radio import Cursor, Radio  # noqa: E402
+from bayes_beats.model.radio import Radio  # noqa: E402
 
 OUT = Path(__file__).with_name("stream_seam_ablation.json")
 # the stream settings every variant starts from: params.yaml's before this ablation (first_segment_s 2)
@@ -53,17 +54,27 @@ VARIANTS: dict[str, tuple[dict, dict, float]] = {
         1.0,
     ),
 }
-# the same settings on other seeds: how far two runs of one variant differ (one seam is 1/78 of a figure)
+# the same settings on other seeds: how far two runs of one variant differ (one seam is 1/78 of a figure);
+# each group is pooled over its runs (`pooled` in the JSON)
 UNGUIDED = {"beat_guidance": 0.0, "sketch_guidance": 4.0}  # the stop-35 candidate: best beat phase of one run
-REPEATS: dict[str, tuple[dict, dict, tuple[int, ...]]] = {
-    "first segment 4 s, seeds 0 and 1": ({"first_segment_s": 4.0}, {}, (0, 1)),
-    "first segment 4 s, seeds 2 and 3": ({"first_segment_s": 4.0}, {}, (2, 3)),
-    "first segment 4 s, seeds 4 and 5": ({"first_segment_s": 4.0}, {}, (4, 5)),
-    "no beat guidance, sketch guidance 4, seeds 2 and 3": ({"first_segment_s": 4.0}, UNGUIDED, (2, 3)),
-    "no beat guidance, sketch guidance 4, seeds 4 and 5": ({"first_segment_s": 4.0}, UNGUIDED, (4, 5)),
+PAIRS = ((0, 1), (2, 3), (4, 5))
+GROUPS: dict[str, tuple[dict, dict]] = {  # group: (stream settings, guidance keys), first segment 4 s in each
+    "first segment 4 s": ({}, {}),  # the kept setting
+    "no beat guidance, sketch guidance 4": ({}, UNGUIDED),
+    # stop 37: beat guidance weaker, shorter, or on fewer tempi, instead of off (off costs flux and loudness)
+    "half beat guidance": ({}, {"beat_guidance": 4.0}),
+    "beat guidance on the noisiest steps only (t > 0.9)": ({}, {"beat_guidance_above_t": 0.9}),
+    "beat guidance below 70 BPM only": ({}, {"beat_guidance_below_bpm": 70}),
+    "no beat guidance, sketch guidance 3.5": ({}, {"beat_guidance": 0.0, "sketch_guidance": 3.5}),
+}
+REPEATS: dict[str, tuple[dict, dict, tuple[int, ...], str]] = {
+    f"{group}, seeds {a} and {b}": ({"first_segment_s": 4.0} | settings, guidance, (a, b), group)
+    for group, (settings, guidance) in GROUPS.items()
+    for a, b in PAIRS
 }
 FIGURES = (
     "seams", "seam_jump_within_40ms", "seam_jump_median_ms", "seam_jump_p95_ms", "mid_jump_within_40ms",
+    "seam_grid_jump_within_40ms", "seam_grid_jump_p95_ms", "mid_grid_jump_within_40ms",
     "seam_flux_within_p95", "seam_loud_within_p95", "seam_flux_within_p95_on_beat", "seam_loud_within_p95_on_beat",
     "segment_key_matches_plan", "same_plan_pairs_same_key", "key_run_matches_plan",
     "key_window_across_seam_matches_plan", "key_window_inside_matches_plan", "phrases_tempo_within_3pct",
@@ -102,10 +113,8 @@ def variant(generator, settings: dict, guidance: dict, tail_beat: float, seeds=s
     try:
         for prompt in sq.PROMPTS:
             for seed in seeds:
-                began = time.perf_counter()  # the first segment alone: what first audio waits for
-                radio.render([Cursor(prompt, seed, sq.DEFAULT_TEMPERATURE)], [None])
-                first.append(time.perf_counter() - began)
                 cont, segs = sq.continuation(radio, prompt, seed, sq.SECONDS)
+                first.append(segs[0]["render_s"])  # the first segment's render: what first audio waits for
                 sr = radio.sample_rate
                 seams = np.cumsum([s["new"] * radio.hop for s in segs])[:-1] / sr
                 join = (radio.settings.hold_back_s, radio.settings.crossfade_s)
@@ -131,7 +140,8 @@ def pooled(runs) -> dict:
     out = {"seams": seams}
     for key in ("seam_jump_within_40ms", "seam_flux_within_p95", "seam_loud_within_p95"):
         out[key] = round(sum(f[key] * f["seams"] for f in figures) / seams, 3)
-    for key in ("mid_jump_within_40ms", "segment_key_matches_plan", "same_plan_pairs_same_key", "key_run_matches_plan",
+    for key in ("mid_jump_within_40ms", "seam_grid_jump_within_40ms", "mid_grid_jump_within_40ms",
+                "segment_key_matches_plan", "same_plan_pairs_same_key", "key_run_matches_plan",
                 "key_window_across_seam_matches_plan", "key_window_inside_matches_plan"):  # fmt: skip
         if all(key in f for f in figures):
             out[f"{key}_mean_of_runs"] = round(sum(f[key] for f in figures) / len(figures), 3)
@@ -179,7 +189,7 @@ def main(only: set[str] | None = None) -> dict:
     generator = load_generator("models/finetuned", device="cpu")
     out = json.loads(OUT.read_text()) if only else {"variants": {}, "repeats": {}}
     runs = {n: (v, sq.SEEDS, "variants") for n, v in VARIANTS.items()}
-    runs |= {n: ((settings, guidance, 1.0), seeds, "repeats") for n, (settings, guidance, seeds) in REPEATS.items()}
+    runs |= {n: ((settings, guidance, 1.0), seeds, "repeats") for n, (settings, guidance, seeds, _) in REPEATS.items()}
     if not only or "join gain" in only:
         out["join_gain"] = join_gain(generator)
         print("join gain", json.dumps(out["join_gain"]), flush=True)
@@ -190,11 +200,13 @@ def main(only: set[str] | None = None) -> dict:
         row |= variant(generator, settings, guidance, tail_beat, seeds)
         out.setdefault(kind, {})[name] = row
         print(name, json.dumps(row["figures"]), flush=True)
-    kept = [r for n, r in out["repeats"].items() if n.startswith("first segment 4 s")]
-    candidate = [r for n, r in out["repeats"].items() if n.startswith("no beat guidance")]
-    candidate += [out["variants"]["first segment 4 s, no beat guidance, sketch guidance 4"]]
-    out["repeats_pooled"] = pooled(kept)
-    out["candidate_pooled"] = pooled(candidate)
+    out.pop("repeats_pooled", None), out.pop("candidate_pooled", None)  # before stop 37: two groups by name
+    groups = {name: group for name, (*_, group) in REPEATS.items()}
+    out["pooled"] = {
+        group: pooled([r for n, r in out["repeats"].items() if groups.get(n) == group])
+        for group in GROUPS
+        if all(n in out["repeats"] for n, g in groups.items() if g == group)
+    }
     wall = round(time.perf_counter() - start)
     return out | {"what": __doc__.split("\n")[0], "base": BASE, "wall_s": out.get("wall_s", 0) + wall if only else wall}
 

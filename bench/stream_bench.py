@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_bench import PROMPTS, load, start  # noqa: E402
 
+from bayes_beats.core.atomic import write_text  # noqa: E402
 from bayes_beats.core.processes import tree_usage  # noqa: E402
 
 OUT = Path(__file__).with_name("stream_bench.json")
@@ -327,10 +328,15 @@ def main(seconds: float = 300.0, streams: int = 12, cycle_count: int = 1000) -> 
     return results
 
 
+def save(results: dict) -> dict:
+    """The one writer of OUT (this script and bench/run.py both call it)."""
+    write_text(OUT, json.dumps(results, indent=1) + "\n")  # atomic: a killed run leaves the last one whole
+    return results
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["most"]:
-        out = json.loads(OUT.read_text()) | {"most_streams_again": most_streams_again()}
+        out = save(json.loads(OUT.read_text()) | {"most_streams_again": most_streams_again()})
     else:
-        out = main(*(float(a) for a in sys.argv[1:2]))
-    OUT.write_text(json.dumps(out, indent=1) + "\n")
+        out = save(main(*(float(a) for a in sys.argv[1:2])))
     print(json.dumps(out, indent=2))

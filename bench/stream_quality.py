@@ -20,6 +20,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 
+from bayes_beats.core.atomic import write_text
 from bayes_beats.core.config import load_params
 from bayes_beats.evaluate import TEMPO_TOLERANCE, read_key
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
@@ -41,6 +42,7 @@ SECONDS = 60.0
 XFADE_S = 0.15  # b's crossfade: long enough to hide a click, short against a beat (~0.7 s at 85 bpm)
 JUMP_OK_S = 0.040  # a beat displaced by more than ~40 ms is heard as a stumble
 WINDOW_S = 0.05  # the short-time frames flux and loudness are read in
+GRID_FIT_S = 4.0  # grid_jump fits a beat grid to this much either side of a seam
 MARGIN_S = 0.6  # inside a segment: this far from any seam (c's join sits hold_back_s = 0.5 s before it)
 KEY_WINDOW_S, KEY_HOP_S = 8.0, 1.0  # the key read in windows of one length (a 3-s segment is a short sample)
 VARIANTS = ("a_concat", "b_xfade", "c_continue")
@@ -53,11 +55,13 @@ def continuation(radio: Radio, prompt: str, seed: int, seconds: float) -> tuple[
     while sum(map(len, audio)) < seconds * radio.sample_rate:
         start = time.perf_counter()
         seg = radio.render([cursor], [None])[0]
-        spent += time.perf_counter() - start
+        took = time.perf_counter() - start
+        spent += took
         metas = {"bpm": seg.bpm, "keyscale": seg.keyscale, "energy": seg.energy, "chords": seg.cursor.chords}
         segs.append(
             {
                 **metas,
+                "render_s": took,  # the first one is what first audio waits for
                 "phrase_start": seg.phrase_start,
                 "new": radio.job(cursor, None).new,
                 "beat": cursor.beat,
@@ -118,6 +122,20 @@ def phase_jump(beats: np.ndarray, seam: float) -> float | None:
     period, first = np.polyfit(np.arange(len(before)), before, 1)
     last = first + period * (len(before) - 1)
     return float((after[0] - last + period / 2) % period - period / 2)
+
+
+def grid_jump(beats: np.ndarray, at: float) -> float | None:
+    """Signed shift (s) of the beat grid at `at`: the grid fitted to the tracked beats of the GRID_FIT_S after
+    it against the one fitted to the GRID_FIT_S before, each at its first beat from `at` on (wrapped to ± half
+    a period). A phase jump moves the grid; one late beat, which `phase_jump` counts, moves it little."""
+    before = beats[(beats >= at - GRID_FIT_S) & (beats < at)]
+    after = beats[(beats >= at) & (beats < at + GRID_FIT_S)]
+    if len(before) < 3 or len(after) < 3:
+        return None
+    period, first = np.polyfit(np.arange(len(before)), before, 1)
+    _, first_after = np.polyfit(np.arange(len(after)), after, 1)
+    continued = first + period * math.ceil((at - first) / period)  # the old grid's first beat from `at` on
+    return float((first_after - continued + period / 2) % period - period / 2)
 
 
 def phrase_tempi(beats: np.ndarray, spans: list[tuple[float, float, float]]) -> list[dict]:
@@ -193,11 +211,10 @@ def keys(audio: np.ndarray, sr: int, bounds: np.ndarray, planned: list[str]) -> 
     runs = [0] + [i for i in range(1, len(plan)) if plan[i] != plan[i - 1]] + [len(plan)]
     whole, across, inside = [], [], []
     for a, b in zip(runs[:-1], runs[1:], strict=True):
-        lo, hi = bounds[a], bounds[b]
+        lo, hi, seams = bounds[a], bounds[b], bounds[a + 1 : b]  # the seams inside this run
         whole.append(read_key(audio[int(lo * sr) : int(hi * sr)], sr) == plan[a])
         for start in np.arange(lo, hi - KEY_WINDOW_S + 1e-9, KEY_HOP_S):
             ok = read_key(audio[int(start * sr) : int((start + KEY_WINDOW_S) * sr)], sr) == plan[a]
-            seams = bounds[a + 1 : b]
             (across if np.any((seams > start) & (seams < start + KEY_WINDOW_S)) else inside).append(ok)
     return {
         "match": [r == p for r, p in zip(read, plan, strict=True)],
@@ -225,6 +242,8 @@ def score(audio: np.ndarray, sr: int, segs: list[dict], seams: np.ndarray, gap: 
     starts = [i for i, s in enumerate(segs[: len(bounds) - 1]) if s["phrase_start"]] + [len(bounds) - 1]
     spans = [(bounds[a], bounds[b], segs[a]["bpm"]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
     mids = (bounds[:-1] + bounds[1:]) / 2  # the tracker's own jitter: the same jump at mid-segment
+    # and the grid's, where both fits stay inside the segment
+    long_mids = mids[np.diff(bounds) >= 2 * GRID_FIT_S]
     avoid = np.r_[seams, seams - (join[0] if join else 0.0)]
     # references inside segments (MARGIN_S from any seam or join): every WINDOW_S step, as asked; and the
     # planned beats, since each seam sits on a strong beat, whose attack a random frame boundary rarely meets
@@ -242,6 +261,8 @@ def score(audio: np.ndarray, sr: int, segs: list[dict], seams: np.ndarray, gap: 
         "tempo": phrase_tempi(beats, spans),
         "jumps_ms": [round(j * 1000, 1) for j in (phase_jump(beats, s) for s in seams) if j is not None],
         "mid_jumps_ms": [round(j * 1000, 1) for j in (phase_jump(beats, m) for m in mids) if j is not None],
+        "grid_jumps_ms": [round(j * 1000, 1) for j in (grid_jump(beats, s) for s in seams) if j is not None],
+        "mid_grid_jumps_ms": [round(j * 1000, 1) for j in (grid_jump(beats, m) for m in long_mids) if j is not None],
         "jumps_ms_planned_tempo": [round(j * 1000, 1) for j in (phase_jump(placed, s) for s in seams) if j is not None],
         "mid_jumps_ms_planned_tempo": [
             round(j * 1000, 1) for j in (phase_jump(placed, m) for m in mids) if j is not None
@@ -259,6 +280,7 @@ def summary(rows: list[dict]) -> dict:
 
     tempo = [t for r in rows for t in r["tempo"]]
     jumps, mids = np.abs(flat("jumps_ms", None)), np.abs(flat("mid_jumps_ms", None))
+    grids, mid_grids = np.abs(flat("grid_jumps_ms", None)), np.abs(flat("mid_grid_jumps_ms", None))
     out = {
         "streams_tempo_within_3pct": np.mean([all(t["within"] for t in r["tempo"]) for r in rows]),
         "phrases_tempo_within_3pct": np.mean([t["within"] for t in tempo]),
@@ -270,6 +292,11 @@ def summary(rows: list[dict]) -> dict:
         "seam_jump_p95_ms": np.percentile(jumps, 95),
         "mid_jump_within_40ms": np.mean(mids <= JUMP_OK_S * 1000),
         "mid_jump_median_ms": np.median(mids),
+        "seam_grid_jump_within_40ms": np.mean(grids <= JUMP_OK_S * 1000),
+        "seam_grid_jump_median_ms": np.median(grids),
+        "seam_grid_jump_p95_ms": np.percentile(grids, 95),
+        "mid_grid_jump_within_40ms": np.mean(mid_grids <= JUMP_OK_S * 1000),
+        "mid_grid_jump_p95_ms": np.percentile(mid_grids, 95),
         "seam_jump_within_40ms_planned_tempo": np.mean(
             np.abs(flat("jumps_ms_planned_tempo", None)) <= JUMP_OK_S * 1000
         ),
@@ -345,6 +372,9 @@ def run(prompts=PROMPTS, seeds=SEEDS, seconds: float = SECONDS, model_dir: str |
             "inside the phrase vs its planned bpm; a stream passes if all its phrases do; octave apart",
             "jump": "first tracked beat after the seam vs the grid fitted to the beats of the 4 s before, "
             "wrapped to half a period; mid_jump: the same at mid-segment (the tracker's own jitter); "
+            f"grid_jump: the grid fitted to the beats of the {GRID_FIT_S:g} s after vs the one before (a phase "
+            "jump moves the grid, one late beat little), mid_grid_jump the same mid-segment in segments that hold "
+            "both fits; "
             "_planned_tempo: the same tracker given the planned tempo of each frame, so it places beats only",
             "flux_loud": "largest change between 100-ms Hann frames every 50 ms over the transition and a "
             "frame either side, vs its p95 over the same span inside segments (every 50 ms; _on_beat: at "
@@ -364,7 +394,12 @@ def run(prompts=PROMPTS, seeds=SEEDS, seconds: float = SECONDS, model_dir: str |
     }
 
 
+def save(results: dict) -> dict:
+    """The one writer of OUT (this script and bench/run.py both call it)."""
+    write_text(OUT, json.dumps(results, indent=1) + "\n")  # atomic: a killed run leaves the last one whole
+    return results
+
+
 if __name__ == "__main__":
-    results = run()
-    OUT.write_text(json.dumps(results, indent=1) + "\n")
+    results = save(run())
     print(json.dumps(results["variants"], indent=1))
