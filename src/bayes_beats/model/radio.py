@@ -9,9 +9,8 @@ the previous segment's tail (`tail_s` of its latents, held by the sampler: `Vibe
 reached, so the beat grid, the chords, key and timbre run on. Its audio is
 decoded with the tail and joined to what was played inside the tail, where both decodes render the same
 latents (an equal-power crossfade of `crossfade_s`, `hold_back_s` before the seam), at a gain that glides
-from the one played (`gain_curve`) instead of jumping. The plan moves only every `phrase_segments` segments:
-a tempo step toward a fresh draw of the (listener-tilted) plan, a modulation to the relative key when the
-draw's mode turns, an energy step.
+from the one played (`gain_curve`) instead of jumping. The plan moves only every `phrase_segments` segments: a tempo step toward a fresh draw
+of the (listener-tilted) plan, a modulation to the relative key when the draw's mode turns, an energy step.
 
 Stateless between calls: a `Cursor` (JSON-able: plain numbers, base64 arrays) carries all a stream is, so
 any renderer worker continues any stream and a dropped client resumes where it was."""
