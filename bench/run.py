@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayes_beats.core.atomic import write_text
 from bayes_beats.core.config import load_params
 from bayes_beats.core.skips import SkipLog
 
@@ -184,7 +185,7 @@ def main(only: set[str] | None = None) -> None:
     for name, bench in benches.items():
         if not only or name in only:
             results[name] = bench() | {"machine": f"{here['cores']} cores, {here['cpu']}"}  # versions: the top entry
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_text(RESULTS, json.dumps(results, indent=2) + "\n")  # atomic: a killed run leaves the last one whole
     write_table(results, Path("docs/benchmarks.md"))
     print(json.dumps({k: results[k] for k in (only or results)}, indent=2))
 
@@ -258,6 +259,14 @@ def write_table(r: dict, out: Path) -> None:
                 "",
             ),
             (
+                "Radio seams: flux / loudness within the inside p95, no click: concat / crossfade / continuation",
+                " / ".join(
+                    f"{q[v]['seam_flux_within_p95']}, {q[v]['seam_loud_within_p95']}, {q[v]['seam_no_click']}"
+                    for v in ("a_concat", "b_xfade", "c_continue")
+                ),
+                "",
+            ),
+            (
                 "Radio key = plan (continuation): per planned-key run / 8-s windows across seams vs inside",
                 f"{q['c_continue']['key_run_matches_plan']} / {q['c_continue']['key_window_across_seam_matches_plan']}"
                 f" vs {q['c_continue']['key_window_inside_matches_plan']}",
@@ -285,7 +294,7 @@ def write_table(r: dict, out: Path) -> None:
         *(f"| {a} | {b} | {c} |" for a, b, c in rows),
         "",
     ]
-    out.write_text("\n".join(lines))
+    write_text(out, "\n".join(lines))
 
 
 if __name__ == "__main__":

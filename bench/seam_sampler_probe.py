@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import stream_quality as sq  # noqa: E402
 
 import bayes_beats.model.radio as radio_module  # noqa: E402
+from bayes_beats.core.atomic import write_text  # noqa: E402
 from bayes_beats.core.config import load_params  # noqa: E402
 from bayes_beats.model.generate import load_generator  # noqa: E402
 from bayes_beats.model.radio import Radio  # noqa: E402
@@ -211,6 +212,11 @@ def main(only: set[str] | None = None) -> dict:
     return out | {"what": __doc__.split("\n")[0], "base": BASE, "wall_s": out.get("wall_s", 0) + wall if only else wall}
 
 
+def save(result: dict) -> dict:
+    """The one writer of OUT, as bench/stream_quality.py's."""
+    write_text(OUT, json.dumps(result, indent=1) + "\n")  # atomic: a killed run leaves the last one whole
+    return result
+
+
 if __name__ == "__main__":
-    result = main(set(sys.argv[1:]) or None)  # names: run only those variants or repeats ("join gain": the level)
-    OUT.write_text(json.dumps(result, indent=1) + "\n")
+    save(main(set(sys.argv[1:]) or None))  # names: run only those variants or repeats ("join gain": the level)

@@ -44,6 +44,8 @@ JUMP_OK_S = 0.040  # a beat displaced by more than ~40 ms is heard as a stumble
 WINDOW_S = 0.05  # the short-time frames flux and loudness are read in
 GRID_FIT_S = 4.0  # grid_jump fits a beat grid to this much either side of a seam
 MARGIN_S = 0.6  # inside a segment: this far from any seam (c's join sits hold_back_s = 0.5 s before it)
+CLICK_AROUND_S = 0.005  # a click is one step; a drum attack is steps as large for milliseconds either side
+CLICK_RATIO = 2.0
 KEY_WINDOW_S, KEY_HOP_S = 8.0, 1.0  # the key read in windows of one length (a 3-s segment is a short sample)
 VARIANTS = ("a_concat", "b_xfade", "c_continue")
 
@@ -200,6 +202,20 @@ def steps(audio: np.ndarray, sr: int, at: np.ndarray, avoid: np.ndarray) -> np.n
     return np.array([step[i - 2 : i + 2].max() for i in at]) <= np.percentile(step[inside], 99.9)
 
 
+def stands_out(audio: np.ndarray, sr: int, at: np.ndarray) -> np.ndarray:
+    """Whether the sample step at each seam stands out of its own neighbourhood: over CLICK_RATIO times the
+    largest step within CLICK_AROUND_S either side (the ±2 samples left out). A butt join's click does; a drum
+    attack that a seam lands in does not (its steps are as large on both sides), which `steps` counts too."""
+    step, around = np.abs(np.diff(audio)), int(CLICK_AROUND_S * sr)
+    at = np.round(np.asarray(at) * sr).astype(int)
+    return np.array(
+        [
+            step[i - 2 : i + 2].max() > CLICK_RATIO * np.r_[step[i - around : i - 2], step[i + 2 : i + around]].max()
+            for i in at
+        ]
+    )
+
+
 def keys(audio: np.ndarray, sr: int, bounds: np.ndarray, planned: list[str]) -> dict:
     """Independent key reader (Albrecht–Shanahan) against the planned key: per segment, and whether consecutive
     segments planned in one key are read in one key; per run of one planned key read whole (the key between
@@ -254,6 +270,7 @@ def score(audio: np.ndarray, sr: int, segs: list[dict], seams: np.ndarray, gap: 
     ser = series(audio, sr)
     smooth = smoothness(ser, seams, gap, {"": grid, "_beat": away(on_beat[on_beat < grid[-1]], avoid)})
     smooth["step_ok"] = steps(audio, sr, seams, avoid)
+    smooth["click_ok"] = smooth["step_ok"] | ~stands_out(audio, sr, seams)  # a click: over p99.9 and alone
     if join is not None:  # c's decode switch is at no particular beat phase: the grid reference only
         smooth |= {f"join_{k}": v for k, v in smoothness(ser, seams - join[0], join[1], {"": grid}).items()}
         smooth["join_step_ok"] = steps(audio, sr, seams - join[0], avoid)
@@ -308,6 +325,7 @@ def summary(rows: list[dict]) -> dict:
         "seam_loud_within_p95": np.mean(flat("smooth", "loud_ok")),
         "seam_flux_within_p95_on_beat": np.mean(flat("smooth", "flux_ok_beat")),
         "seam_step_within_p99_9": np.mean(flat("smooth", "step_ok")),
+        "seam_no_click": np.mean(flat("smooth", "click_ok")),
         "seam_loud_within_p95_on_beat": np.mean(flat("smooth", "loud_ok_beat")),
         "segments": len(flat("keys", "match")),
         "segment_key_matches_plan": np.mean(flat("keys", "match")),
@@ -379,7 +397,9 @@ def run(prompts=PROMPTS, seeds=SEEDS, seconds: float = SECONDS, model_dir: str |
             "flux_loud": "largest change between 100-ms Hann frames every 50 ms over the transition and a "
             "frame either side, vs its p95 over the same span inside segments (every 50 ms; _on_beat: at "
             "planned beats); c also at its decode switch (join) 0.5 s before each seam",
-            "step": "|sample difference| at the seam vs the p99.9 inside segments (a click)",
+            "step": "|sample difference| at the seam vs the p99.9 inside segments; no_click: within it, or not "
+            f"over {CLICK_RATIO:g}x the largest step within {CLICK_AROUND_S * 1000:g} ms either side (a drum attack the "
+            "seam lands in, not a click)",
             "key": "evaluate.read_key per segment (seam to seam) vs its planned key; same_plan_pairs: "
             "consecutive segments planned in one key, read in one key; key_run: each run of one planned key "
             f"read whole; key_window: {KEY_WINDOW_S:g}-s windows every {KEY_HOP_S:g} s inside a run, across a "
