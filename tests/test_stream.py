@@ -147,34 +147,60 @@ def test_render_turns_go_to_the_earliest_deadline_and_a_leaver_passes_its_turn()
         turns, order = RenderTurns(in_flight=1), []
         release = asyncio.Event()
 
-        async def render(name: str, deadline: float, hold: asyncio.Event | None = None) -> None:
-            async with turns.turn(deadline):
+        async def render(name: str, deadline: float, audio_s: float, hold: asyncio.Event | None = None) -> None:
+            async with turns.turn(deadline, audio_s):
                 order.append(name)
                 if hold is not None:
                     await hold.wait()
 
-        first = asyncio.create_task(render("busy", 0.0, release))
+        first = asyncio.create_task(render("busy", 0.0, 10.0, release))
         await asyncio.sleep(0)
-        late = asyncio.create_task(render("late", 30.0))
-        leaver = asyncio.create_task(render("leaver", 1.0))
-        urgent = asyncio.create_task(render("urgent", 5.0))
+        late = asyncio.create_task(render("late", 30.0, 10.0))
+        leaver = asyncio.create_task(render("leaver", 1.0, 4.0))
+        urgent = asyncio.create_task(render("urgent", 5.0, 8.0))
         await asyncio.sleep(0)
         assert turns.busy == 1 and turns.waiting == 3  # one at the renderer, the rest wait
-        r, rate = turns.render_s, turns.s_per_audio_s
-        # due at 10: after "leaver" and "urgent", then its own 4 s of audio at the measured rate
-        assert turns.wait_s(10.0, 4.0) == pytest.approx(MARGIN * (3 * r + 4 * rate))
-        assert turns.wait_s(0.5, 4.0) == pytest.approx(MARGIN * (r + 4 * rate))  # due before every waiting one
+        assert turns.rendering_s == 10.0
+        rate = turns.s_per_audio_s
+        # due at 10: after the 10 s at the renderer, "leaver"'s 4 s and "urgent"'s 8 s, then its own 4 s
+        assert turns.wait_s(10.0, 4.0) == pytest.approx(MARGIN * (10 + 4 + 8 + 4) * rate)
+        assert turns.wait_s(0.5, 4.0) == pytest.approx(MARGIN * (10 + 4) * rate)  # due before every waiting one
         assert turns.wait_s(0.5, 2.0) < turns.wait_s(0.5, 8.0)  # a short segment is a short render
         turns.rendered(3.0, 10.0)
-        assert 1.0 < turns.render_s < 3.0 and rate < turns.s_per_audio_s < 0.3  # moving averages
-        leaver.cancel()  # its client left while it waited: the turn goes past it
+        assert rate < turns.s_per_audio_s < 0.3  # a moving average
+        leaver.cancel()  # its client left while it waited: the turn goes past it, and its audio is not ahead
         await asyncio.sleep(0)
+        assert turns.wait_s(10.0, 4.0) == pytest.approx(MARGIN * (10 + 8 + 4) * turns.s_per_audio_s)
         release.set()
         await asyncio.gather(first, late, urgent)
-        assert turns.busy == 0 and turns.waiting == 0
+        assert turns.busy == 0 and turns.waiting == 0 and turns.rendering_s == 0
         return order
 
     assert asyncio.run(scenario()) == ["busy", "urgent", "late"]
+
+
+def test_a_herd_of_new_streams_counts_the_length_of_what_waits_ahead():
+    """Sixteen streams opened together: their second segments are longer than their first, and a stream that
+    would start on its first alone sees them at their length (an average render each let it start, then
+    stall at 4.4 s, in three herds of four: bench/stream_bench.json)."""
+
+    async def scenario() -> tuple[float, float]:
+        short, long = RenderTurns(in_flight=2), RenderTurns(in_flight=2)
+        hold = asyncio.Event()
+
+        async def wait(turns: RenderTurns, deadline: float, audio_s: float) -> None:
+            async with turns.turn(deadline, audio_s):
+                await hold.wait()
+
+        tasks = [asyncio.create_task(wait(t, i, a)) for t, a in ((short, 4.0), (long, 8.0)) for i in range(16)]
+        await asyncio.sleep(0)
+        waits = short.wait_s(20.0, 8.0), long.wait_s(20.0, 8.0)
+        hold.set()
+        await asyncio.gather(*tasks)
+        return waits
+
+    after_first, after_second = asyncio.run(scenario())
+    assert after_second > 1.5 * after_first  # twice the audio ahead: a longer wait (one render a segment: the same)
 
 
 def test_a_producer_cancelled_mid_render_holds_its_turn_until_the_renderer_is_done():
@@ -189,7 +215,7 @@ def test_a_producer_cancelled_mid_render_holds_its_turn_until_the_renderer_is_do
             return {}
 
         async def produce() -> None:
-            async with turns.turn(0.0):
+            async with turns.turn(0.0, 4.0):
                 await StreamHub._held_turn(render())
 
         producer = asyncio.create_task(produce())

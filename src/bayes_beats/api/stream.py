@@ -261,7 +261,7 @@ class StreamHub:
                 index = int(stream.cursor.get("index", 0))
                 taste = await self._taste(stream.listener, int(stream.cursor["seed"]) * 1000 + index)
                 started = time.perf_counter()
-                async with self.turns.turn(stream.deadline()):
+                async with self.turns.turn(stream.deadline(), self.settings.target_s(index)):
                     turn = time.perf_counter()  # the render's own time, not its wait for a turn
                     segment = await self._held_turn(self._render_retrying(stream.cursor, taste))
                     rendered_at = time.perf_counter()

@@ -25,28 +25,32 @@ class RenderTurns:
     def __init__(self, in_flight: int) -> None:
         self.in_flight = in_flight
         self.busy = 0
-        self.render_s = 1.0  # a segment's time at the renderer (its turn, not its wait), a moving average
-        self.s_per_audio_s = 0.1  # and per second of audio it renders: a short segment is a short render
-        self._waiting: list[tuple[float, int, asyncio.Future]] = []
+        # a segment's render per second of its audio, a moving average from its turn to its answer (a short
+        # segment's held tail makes its ratio the higher, so a long one's estimate errs long)
+        self.s_per_audio_s = 0.1
+        self.rendering_s = 0.0  # seconds of audio at the renderer now
+        self._waiting: list[tuple[float, int, float, asyncio.Future]] = []  # deadline, order, audio_s, granted
         self._order = itertools.count()  # equal deadlines: first come, first served
 
     @contextlib.asynccontextmanager
-    async def turn(self, deadline: float) -> AsyncIterator[None]:
-        """Held while this stream's segment is at the renderer; waits while `in_flight` others are."""
+    async def turn(self, deadline: float, audio_s: float) -> AsyncIterator[None]:
+        """Held while this stream's segment of `audio_s` is at the renderer; waits while `in_flight` others are."""
         if self.busy < self.in_flight and not self._waiting:
             self.busy += 1
         else:
             granted = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiting, (deadline, next(self._order), granted))
+            heapq.heappush(self._waiting, (deadline, next(self._order), audio_s, granted))
             try:
                 await granted
             except asyncio.CancelledError:
                 if granted.done() and not granted.cancelled():  # handed a turn as it was cancelled: pass it on
                     self._release()
                 raise
+        self.rendering_s += audio_s
         try:
             yield
         finally:
+            self.rendering_s -= audio_s
             self._release()
 
     def _release(self) -> None:
@@ -59,15 +63,16 @@ class RenderTurns:
 
     def rendered(self, seconds: float, audio_s: float) -> None:
         """A segment of `audio_s` took `seconds` from its turn to its answer."""
-        self.render_s += 0.2 * (seconds - self.render_s)
         self.s_per_audio_s += 0.2 * (seconds / max(audio_s, 1e-3) - self.s_per_audio_s)
 
     def wait_s(self, deadline: float, audio_s: float) -> float:
-        """How long a segment of `audio_s` asked for now with `deadline` waits for its turn and its render: a slot
-        for each waiting one that is due sooner (an average segment's render each, `in_flight` at a time), then
-        its own render (its length at the measured rate), with a margin for the spread."""
-        sooner = sum(not granted.done() and due <= deadline for due, _, granted in self._waiting)
-        return MARGIN * ((sooner + 1) * self.render_s / self.in_flight + audio_s * self.s_per_audio_s)
+        """How long a segment of `audio_s` asked for now with `deadline` waits for its turn and its render: the
+        audio at the renderer and of every waiting segment due sooner, rendered `in_flight` at a time at the
+        measured rate, then its own, with a margin for the spread. Each counts at its own length: a herd of new
+        streams' first segments are short and their second ones are not, so an average render per waiting
+        segment let streams start on a first segment that the others' second ones then outran."""
+        ahead = sum(audio for due, _, audio, granted in self._waiting if not granted.done() and due <= deadline)
+        return MARGIN * ((ahead + self.rendering_s) / self.in_flight + audio_s) * self.s_per_audio_s
 
     @property
     def waiting(self) -> int:
