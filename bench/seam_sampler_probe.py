@@ -11,6 +11,7 @@ on branch exp/seam-knobs: their rows stay in the JSON. The groups repeat setting
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -67,6 +68,9 @@ GROUPS: dict[str, tuple[dict, dict]] = {  # group: (stream settings, guidance ke
     "beat guidance on the noisiest steps only (t > 0.9)": ({}, {"beat_guidance_above_t": 0.9}),
     "beat guidance below 70 BPM only": ({}, {"beat_guidance_below_bpm": 70}),
     "no beat guidance, sketch guidance 3.5": ({}, {"beat_guidance": 0.0, "sketch_guidance": 3.5}),
+    # stop 38: the new frames' beats a little earlier (the first beat after a seam reads late on median)
+    "new beats 7 ms earlier": ({"beat_advance_s": 0.007}, {}),
+    "new beats 12 ms earlier": ({"beat_advance_s": 0.012}, {}),
 }
 REPEATS: dict[str, tuple[dict, dict, tuple[int, ...], str]] = {
     f"{group}, seeds {a} and {b}": ({"first_segment_s": 4.0} | settings, guidance, (a, b), group)
@@ -104,8 +108,26 @@ def with_tail_beat_guidance(radio: Radio, scale: float) -> None:
     radio.render_group = render
 
 
+def with_beat_advance(radio: Radio, seconds: float) -> None:
+    """The new frames' sketch `seconds` earlier in every window that holds a tail: the first beat after a seam
+    reads late (+7 ms signed median at fast tempi, concatenation and continuation alike, +2 mid-segment)."""
+    render_group = radio.render_group
+
+    def render(jobs):
+        return render_group(
+            [dataclasses.replace(j, cursor=dataclasses.replace(j.cursor, lead_s=j.cursor.lead_s - seconds))
+             if j.tail is not None else j for j in jobs]
+        )  # fmt: skip
+
+    radio.render_group = render
+
+
 def variant(generator, settings: dict, guidance: dict, tail_beat: float, seeds=sq.SEEDS) -> dict:
+    settings = dict(settings)
+    advance = settings.pop("beat_advance_s", 0.0)  # the probe's, not a stream setting
     radio = Radio(generator, load_params().stream.model_copy(update=BASE | settings))
+    if advance:
+        with_beat_advance(radio, advance)
     shipped = dict(generator.guidance)
     generator.guidance.update(guidance)
     if tail_beat != 1.0:

@@ -306,6 +306,27 @@ def most_streams_again() -> dict:
         proc.wait(120)
 
 
+def herds(count: int = 4, streams: int = 16, seconds: float = 20.0) -> dict:
+    """`python bench/stream_bench.py herds` → bench/stream_herds.json: 12 streams × 30 s to warm the admission's estimates, then `count`
+    herds of `streams` opened in one second, each for `seconds`: where a start-up admission miss stalls."""
+    os.environ["BAYES_BEATS_TRUSTED_PROXIES"] = "127.0.0.1/32"
+    proc, url = start(None, None)
+    keep = ("client_stalls", "client_stalled_s", "stall_at_s", "first_audio_median_s", "first_audio_p95_s")
+    try:
+        warm = asyncio.run(concurrent(url, proc.pid, 12, 30.0, probe=False))
+        runs = [asyncio.run(concurrent(url, proc.pid, streams, seconds, probe=False)) for _ in range(count)]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(120)
+    return {
+        "streams": streams,
+        "seconds": seconds,
+        "warm_stalls": warm["client_stalls"],
+        "herds_with_a_stall": sum(r["client_stalls"] > 0 for r in runs),
+        "herds": [{k: r[k] for k in keep} for r in runs],
+    }
+
+
 def main(seconds: float = 300.0, streams: int = 12, cycle_count: int = 1000) -> dict:
     results: dict = {}
     results["in_process"], radio = in_process()
@@ -337,6 +358,9 @@ def save(results: dict) -> dict:
 if __name__ == "__main__":
     if sys.argv[1:] == ["most"]:
         out = save(json.loads(OUT.read_text()) | {"most_streams_again": most_streams_again()})
+    elif sys.argv[1:] == ["herds"]:  # its own file: `make bench` rewrites OUT whole
+        out = herds()
+        write_text(OUT.with_name("stream_herds.json"), json.dumps(out, indent=1) + "\n")
     else:
         out = save(main(*(float(a) for a in sys.argv[1:2])))
     print(json.dumps(out, indent=2))
