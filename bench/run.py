@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayes_beats.core.atomic import write_text
+from bayes_beats.core.atomic import write_json, write_text
 from bayes_beats.core.config import load_params
 from bayes_beats.core.skips import SkipLog
 
@@ -185,7 +185,7 @@ def main(only: set[str] | None = None) -> None:
     for name, bench in benches.items():
         if not only or name in only:
             results[name] = bench() | {"machine": f"{here['cores']} cores, {here['cpu']}"}  # versions: the top entry
-    write_text(RESULTS, json.dumps(results, indent=2) + "\n")  # atomic: a killed run leaves the last one whole
+    write_json(RESULTS, results)  # atomic: a killed run leaves the last one whole
     write_table(results, Path("docs/benchmarks.md"))
     print(json.dumps({k: results[k] for k in (only or results)}, indent=2))
 

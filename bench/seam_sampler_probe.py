@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import stream_quality as sq  # noqa: E402
 
 import bayes_beats.model.radio as radio_module  # noqa: E402
-from bayes_beats.core.atomic import write_text  # noqa: E402
+from bayes_beats.core.atomic import write_json  # noqa: E402
 from bayes_beats.core.config import load_params  # noqa: E402
 from bayes_beats.model.generate import load_generator  # noqa: E402
 from bayes_beats.model.radio import Radio  # noqa: E402
@@ -236,7 +236,7 @@ def main(only: set[str] | None = None) -> dict:
 
 def save(result: dict) -> dict:
     """The one writer of OUT, as bench/stream_quality.py's."""
-    write_text(OUT, json.dumps(result, indent=1) + "\n")  # atomic: a killed run leaves the last one whole
+    write_json(OUT, result)  # atomic: a killed run leaves the last one whole
     return result
 
 

@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_bench import PROMPTS, load, start  # noqa: E402
 
-from bayes_beats.core.atomic import write_text  # noqa: E402
+from bayes_beats.core.atomic import write_json  # noqa: E402
 from bayes_beats.core.processes import tree_usage  # noqa: E402
 
 OUT = Path(__file__).with_name("stream_bench.json")
@@ -351,7 +351,7 @@ def main(seconds: float = 300.0, streams: int = 12, cycle_count: int = 1000) -> 
 
 def save(results: dict) -> dict:
     """The one writer of OUT (this script and bench/run.py both call it)."""
-    write_text(OUT, json.dumps(results, indent=1) + "\n")  # atomic: a killed run leaves the last one whole
+    write_json(OUT, results)  # atomic: a killed run leaves the last one whole
     return results
 
 
@@ -360,7 +360,7 @@ if __name__ == "__main__":
         out = save(json.loads(OUT.read_text()) | {"most_streams_again": most_streams_again()})
     elif sys.argv[1:] == ["herds"]:  # its own file: `make bench` rewrites OUT whole
         out = herds()
-        write_text(OUT.with_name("stream_herds.json"), json.dumps(out, indent=1) + "\n")
+        write_json(OUT.with_name("stream_herds.json"), out)
     else:
         out = save(main(*(float(a) for a in sys.argv[1:2])))
     print(json.dumps(out, indent=2))

@@ -20,7 +20,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 
-from bayes_beats.core.atomic import write_text
+from bayes_beats.core.atomic import write_json
 from bayes_beats.core.config import load_params
 from bayes_beats.evaluate import TEMPO_TOLERANCE, read_key
 from bayes_beats.model.plans import DEFAULT_TEMPERATURE
@@ -416,7 +416,7 @@ def run(prompts=PROMPTS, seeds=SEEDS, seconds: float = SECONDS, model_dir: str |
 
 def save(results: dict) -> dict:
     """The one writer of OUT (this script and bench/run.py both call it)."""
-    write_text(OUT, json.dumps(results, indent=1) + "\n")  # atomic: a killed run leaves the last one whole
+    write_json(OUT, results)  # atomic: a killed run leaves the last one whole
     return results
 
 
