@@ -182,7 +182,7 @@ def test_render_turns_go_to_the_earliest_deadline_and_a_leaver_passes_its_turn()
 def test_a_herd_of_new_streams_counts_the_length_of_what_waits_ahead():
     """Sixteen streams opened together: their second segments are longer than their first, and a stream that
     would start on its first alone sees them at their length (an average render each let it start, then
-    stall at 4.4 s, in three herds of four: bench/stream_bench.json)."""
+    stall at 4.4 s, in three herds of four: docs/design.md, bench/stream_herds.json)."""
 
     async def scenario() -> tuple[float, float]:
         short, long = RenderTurns(in_flight=2), RenderTurns(in_flight=2)
